@@ -98,9 +98,9 @@ def test_resample_image_is_linear_between_samples():
     affine = _affine(2.0, (-60, -60, -60))
     x = np.arange(61)[:, None, None] * np.ones((61, 61, 61))
     out = anatomy.resample_to_grid(nib.Nifti1Image(x.astype(np.float32), affine), g).get_fdata()
-    ijk = np.array([[10, 12, 11]])
-    xyz = g.world_coords(ijk)[0]
-    assert out[10, 12, 11] == pytest.approx((xyz[0] + 120) / 2.0, abs=1e-4)
+    i, j, k = np.rint(g.voxel_coords([11.0, -20.0, 5.0])).astype(int)
+    x_mm = g.world_coords([i, j, k])[0]
+    assert out[i, j, k] == pytest.approx((x_mm + 60) / 2.0, abs=1e-4)
 
 
 def _affine(zoom, origin):
