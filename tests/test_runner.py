@@ -75,6 +75,8 @@ def test_runs_in_order_with_profile_and_override(suite, tmp_path):
     assert [n["status"] for n in summary["notebooks"]] == ["ok", "ok"]
     assert summary["notebooks"][0]["metrics_file"].endswith("00_first.json")
     assert not list(reports.glob(".*tmp*")), "temporary files left behind"
+    index = (reports / "index.html").read_text()
+    assert 'href="00_first.html"' in index and "test fixture" in index and ">63<" in index
 
 
 def test_bad_parameter_fails_with_clear_message(suite, tmp_path, capsys):

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import io as _io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from nbutils.io import write_bytes, write_json
+from nbutils.io import write_bytes, write_json, write_text
 
-__all__ = ["metrics_path", "read_metrics", "save_figure", "write_metrics"]
+__all__ = ["build_index", "metrics_path", "read_metrics", "save_figure", "write_metrics"]
 
 
 def metrics_path(reports_dir: str | os.PathLike, stem: str) -> Path:
@@ -47,7 +46,6 @@ def write_metrics(
     payload = {
         "notebook": stem,
         "data_source": data_source,
-        "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **metrics,
     }
     return write_json(metrics_path(reports_dir, stem), payload)
@@ -63,3 +61,83 @@ def save_figure(fig: Any, reports_dir: str | os.PathLike, stem: str, name: str, 
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return write_bytes(Path(reports_dir) / "figures" / stem / f"{name}.png", buf.getvalue())
+
+
+def _metric_rows(reports: Path) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for path in sorted((reports / "metrics").glob("*.json")):
+        data = json.loads(path.read_text())
+        source = str(data.get("data_source", ""))
+        for key, value in data.items():
+            if key in ("notebook", "data_source"):
+                continue
+            if isinstance(value, float):
+                shown = f"{value:.4g}"
+            elif isinstance(value, int | str | bool) or value is None:
+                shown = str(value)
+            else:
+                shown = json.dumps(value)[:200]
+            rows.append((path.stem, key, shown, source))
+    return rows
+
+
+def build_index(reports_dir: str | os.PathLike) -> Path:
+    """Write ``reports/index.html``: every executed notebook, subject report and headline metric.
+
+    Reads ``summary.json`` (status and seconds per notebook), ``metrics/*.json``
+    and any ``subjects/**/*.html`` single-subject reports, so a whole run can be
+    browsed without Jupyter.
+    """
+    from html import escape
+
+    reports = Path(reports_dir)
+    summary_file = reports / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {"notebooks": []}
+    nb_rows = []
+    for nb in summary.get("notebooks", []):
+        name = escape(nb["notebook"])
+        link = f'<a href="{name}.html">{name}</a>' if (reports / f"{nb['notebook']}.html").exists() else name
+        status = escape(nb["status"])
+        error = escape(nb.get("error") or "")
+        nb_rows.append(
+            f'<tr class="{status}"><td>{link}</td><td>{status}</td>'
+            f'<td style="text-align:right">{nb.get("seconds", 0):.1f}</td><td>{error}</td></tr>'
+        )
+    subject_links = [
+        f'<li><a href="{escape(p.relative_to(reports).as_posix())}">{escape(p.stem)}</a></li>'
+        for p in sorted((reports / "subjects").glob("**/*.html"))
+    ]
+    metric_rows = [
+        "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in _metric_rows(reports)
+    ]
+    figures = sorted((reports / "figures").glob("*/*.png"))
+    figure_links = [
+        f'<li><a href="{escape(p.relative_to(reports).as_posix())}">{escape(p.parent.name)}/{escape(p.name)}</a></li>'
+        for p in figures
+    ]
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>nbutils run: {escape(str(summary.get("profile", "")))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 2rem; }}
+td, th {{ border: 1px solid #ccc; padding: .25rem .6rem; font-size: .9rem; vertical-align: top; }}
+th {{ background: #f2f2f2; }} tr.failed td {{ background: #fde2e2; }} tr.skipped td {{ color: #888; }}
+</style></head><body>
+<h1>Notebook suite run &mdash; profile <code>{escape(str(summary.get("profile", "?")))}</code></h1>
+<p>Executed notebooks, single-subject reports and headline metrics of one run.
+Each metric names the data it came from.</p>
+<h2>Notebooks</h2>
+<table><tr><th>notebook</th><th>status</th><th>seconds</th><th>error</th></tr>
+{"".join(nb_rows) or '<tr><td colspan="4">no notebooks run yet</td></tr>'}
+</table>
+<h2>Single-subject reports</h2>
+<ul>{"".join(subject_links) or "<li>none in this run</li>"}</ul>
+<h2>Headline metrics</h2>
+<table><tr><th>notebook</th><th>metric</th><th>value</th><th>data source</th></tr>
+{"".join(metric_rows)}
+</table>
+<h2>Figures</h2>
+<ul>{"".join(figure_links) or "<li>none</li>"}</ul>
+</body></html>
+"""
+    return write_text(reports / "index.html", page)

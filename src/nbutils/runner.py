@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from nbutils.io import atomic_path, write_json, write_text
-from nbutils.reporting import metrics_path
+from nbutils.reporting import build_index, metrics_path
 
 __all__ = [
     "NotebookResult",
@@ -233,6 +233,7 @@ def run_notebooks(
         failed = failed or result.status == "failed"
         _write_summary(reports, profile, results)
     _write_summary(reports, profile, results)
+    build_index(reports)
     return results
 
 
