@@ -1,0 +1,234 @@
+"""A 3D convolutional autoencoder without skip connections, and its LightningModule.
+
+Why no skip connections: a U-Net style skip copies the input's fine detail,
+anomalies included, straight to the output, so the reconstruction error
+would no longer show them (Baur et al. 2021). Here everything the decoder
+sees passes through the bottleneck (``latent_channels`` feature maps at
+``1 / 2**len(channels)`` of the input size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+
+__all__ = ["ConvAutoencoder", "NormativeAutoencoder", "reconstruct"]
+
+
+class ConvAutoencoder(nn.Module):
+    """Plain 3D convolutional autoencoder built from MONAI ``Convolution`` blocks.
+
+    Each encoder level halves the size with a stride-2 convolution followed by
+    ``convs_per_level - 1`` stride-1 convolutions; a 1x1x1 convolution maps to
+    ``latent_channels`` (the bottleneck); the decoder mirrors the encoder with
+    transposed convolutions. There is no connection from encoder to decoder
+    other than the latent.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input (and output) channels.
+    channels : sequence of int
+        Feature maps per level; its length is the number of down-samplings.
+    latent_channels : int
+        Channels of the bottleneck.
+    convs_per_level : int
+        Convolutions per level (the first one strided).
+    norm : str
+        MONAI norm name ("instance", "batch") or "none".
+    act : str
+        MONAI activation name.
+
+    Examples
+    --------
+    >>> ae = ConvAutoencoder(channels=(8, 16), latent_channels=4)
+    >>> ae(torch.zeros(1, 1, 8, 12, 8)).shape
+    torch.Size([1, 1, 8, 12, 8])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        latent_channels: int = 32,
+        convs_per_level: int = 1,
+        norm: str = "instance",
+        act: str = "PRELU",
+    ) -> None:
+        super().__init__()
+        if not channels:
+            raise ValueError("channels must name at least one level")
+        if convs_per_level < 1:
+            raise ValueError(f"convs_per_level must be >= 1, got {convs_per_level}")
+        self.levels = len(channels)
+        norm_arg = None if norm in (None, "none") else norm
+
+        def block(cin: int, cout: int, stride: int = 1, transposed: bool = False, conv_only=False):
+            return Convolution(
+                spatial_dims=3,
+                in_channels=cin,
+                out_channels=cout,
+                strides=stride,
+                kernel_size=3,
+                norm=norm_arg,
+                act=act,
+                is_transposed=transposed,
+                conv_only=conv_only,
+            )
+
+        enc: list[nn.Module] = []
+        cin = in_channels
+        for c in channels:
+            enc.append(block(cin, c, stride=2))
+            enc.extend(block(c, c) for _ in range(convs_per_level - 1))
+            cin = c
+        self.encoder = nn.Sequential(*enc)
+        self.to_latent = Convolution(3, cin, latent_channels, kernel_size=1, norm=norm_arg, act=act)
+        self.from_latent = Convolution(3, latent_channels, cin, kernel_size=1, norm=norm_arg, act=act)
+        dec: list[nn.Module] = []
+        for c in channels[-2::-1]:
+            dec.append(block(cin, c, stride=2, transposed=True))
+            dec.extend(block(c, c) for _ in range(convs_per_level - 1))
+            cin = c
+        self.decoder = nn.Sequential(*dec)
+        # last up-sampling straight to the image: no full-resolution feature maps (speed)
+        self.head = block(cin, in_channels, stride=2, transposed=True, conv_only=True)
+
+    def check_shape(self, shape: Sequence[int]) -> None:
+        """Raise a clear error if the spatial ``shape`` cannot pass the down-samplings."""
+        factor = 2**self.levels
+        bad = [s for s in shape if s % factor]
+        if bad:
+            raise ValueError(
+                f"volume shape {tuple(shape)} must be divisible by 2**{self.levels}={factor} "
+                "on every axis (use nbutils.anatomy.standard_grid, or fewer levels)"
+            )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a batch ``(B, C, X, Y, Z)`` to its latent feature maps."""
+        self.check_shape(x.shape[2:])
+        return self.to_latent(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Map latent feature maps back to image space."""
+        return self.head(self.decoder(self.from_latent(z)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+class NormativeAutoencoder(pl.LightningModule):
+    """LightningModule training :class:`ConvAutoencoder` with an L1 (+ optional SSIM) loss.
+
+    Batches are dicts with ``"image"`` ``(B, 1, X, Y, Z)`` and, optionally,
+    ``"mask"`` (same shape); with a mask the loss is averaged inside it.
+    All hyper-parameters are plain Python types, saved with
+    ``save_hyperparameters`` so checkpoints load with ``weights_only=True``.
+
+    Parameters
+    ----------
+    channels, latent_channels, convs_per_level, norm, act
+        Passed to :class:`ConvAutoencoder`.
+    lr, weight_decay : float
+        AdamW settings.
+    ssim_weight : float
+        Weight of a 3D SSIM loss term added to L1 (0 disables it).
+    masked_loss : bool
+        Average the loss within the brain mask only.
+    """
+
+    def __init__(
+        self,
+        channels: list[int] | tuple[int, ...] = (16, 32, 64, 128),
+        latent_channels: int = 32,
+        convs_per_level: int = 1,
+        norm: str = "instance",
+        act: str = "PRELU",
+        lr: float = 2e-3,
+        weight_decay: float = 1e-5,
+        ssim_weight: float = 0.0,
+        masked_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        self.save_hyperparameters(
+            {
+                "channels": channels,
+                "latent_channels": int(latent_channels),
+                "convs_per_level": int(convs_per_level),
+                "norm": str(norm),
+                "act": str(act),
+                "lr": float(lr),
+                "weight_decay": float(weight_decay),
+                "ssim_weight": float(ssim_weight),
+                "masked_loss": bool(masked_loss),
+            }
+        )
+        self.net = ConvAutoencoder(1, channels, latent_channels, convs_per_level, norm, act)
+        self._ssim = None
+        if ssim_weight > 0:
+            from monai.losses import SSIMLoss
+
+            self._ssim = SSIMLoss(spatial_dims=3, data_range=8.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L1 reconstruction loss (within the mask if configured) plus optional SSIM."""
+        x = batch["image"]
+        y = self(x)
+        err = (y - x).abs()
+        mask = batch.get("mask")
+        if self.hparams.masked_loss and mask is not None:
+            loss = (err * mask).sum() / mask.sum().clamp_min(1.0)
+        else:
+            loss = err.mean()
+        if self._ssim is not None:
+            loss = loss + self.hparams.ssim_weight * self._ssim(y, x)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=batch["image"].shape[0], sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=batch["image"].shape[0], sync_dist=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+
+def reconstruct(
+    model: nn.Module, volumes: np.ndarray, batch_size: int = 4, progress: bool = False
+) -> np.ndarray:
+    """Reconstruct volumes ``(N, X, Y, Z)`` (or one ``(X, Y, Z)``) with ``model`` on the CPU.
+
+    Runs in evaluation mode without gradients and returns float32 arrays of the
+    same shape.
+    """
+    from tqdm.auto import tqdm
+
+    single = volumes.ndim == 3
+    vols = volumes[None] if single else volumes
+    model.eval()
+    device = next(model.parameters()).device
+    out = np.empty(vols.shape, dtype=np.float32)
+    with torch.inference_mode():
+        starts = range(0, len(vols), batch_size)
+        for s in tqdm(starts, desc="reconstructing", disable=not progress):
+            x = torch.as_tensor(np.asarray(vols[s : s + batch_size], dtype=np.float32))[:, None]
+            out[s : s + batch_size] = model(x.to(device))[:, 0].cpu().numpy()
+    return out[0] if single else out
