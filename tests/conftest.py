@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -12,6 +13,29 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class SmokeRun:
+    """The whole suite executed once with the smoke profile."""
+
+    root: Path
+    reports: Path
+    data: Path
+    results: dict
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> SmokeRun:
+    """Execute every notebook in order with the smoke profile (once per test session)."""
+    from nbutils.runner import discover_notebooks, run_notebooks
+
+    root = tmp_path_factory.mktemp("smoke")
+    notebooks = discover_notebooks(REPO / "notebooks")
+    results = run_notebooks(notebooks, profile="smoke", reports_dir=root / "reports",
+                            data_dir=root / "data", notebooks_dir=REPO / "notebooks",
+                            keep_going=True, progress=False)
+    return SmokeRun(root, root / "reports", root / "data", {r.notebook: r for r in results})
 
 
 @pytest.fixture

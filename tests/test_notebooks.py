@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from conftest import REPO
-from nbutils.runner import discover_notebooks, load_profile, run_notebooks
+from nbutils.runner import discover_notebooks, load_profile
 
 NOTEBOOKS = discover_notebooks(REPO / "notebooks")
 IDS = [nb.stem for nb in NOTEBOOKS]
@@ -62,21 +62,10 @@ def test_profiles_name_only_known_notebooks(profile):
     )
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """Execute the whole suite once with the smoke profile."""
-    root = tmp_path_factory.mktemp("smoke")
-    results = run_notebooks(NOTEBOOKS, profile="smoke", reports_dir=root / "reports",
-                            data_dir=root / "data", notebooks_dir=REPO / "notebooks",
-                            keep_going=True, progress=False)
-    return root, {r.notebook: r for r in results}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", IDS)
 def test_notebook_runs_with_smoke_profile(smoke_run, stem):
-    root, results = smoke_run
-    result = results[stem]
+    result = smoke_run.results[stem]
     assert result.status == "ok", f"{stem} failed: {result.error} (see {result.executed})"
     metrics = json.loads(Path(result.metrics_file).read_text())
     assert metrics["data_source"], "metrics must say which data they came from"
