@@ -1,0 +1,282 @@
+"""One Lightning training and evaluation path for every classifier.
+
+:class:`ClassifierModule` wraps any ``nn.Module`` that maps a batch of images
+to class logits (:class:`~nbutils.classify.models.BaselineCNN`,
+:class:`~nbutils.classify.models.PIFNet`, a 2D CNN ...). :func:`fit_classifier`
+trains it with Adam (L2 regularisation through ``weight_decay``), class-weighted
+cross-entropy, random left-right flips, early stopping on the validation loss
+and a ``CSVLogger``; the returned model carries the weights of the epoch with
+the lowest validation loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, EarlyStopping
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from nbutils.classify.metrics import classification_metrics, read_learning_curves
+
+__all__ = ["ClassifierModule", "FitResult", "balanced_class_weights", "fit_classifier", "predict_proba"]
+
+
+def balanced_class_weights(y: Sequence[int], n_classes: int) -> list[float]:
+    """``n / (n_classes * count_c)`` per class (sklearn's "balanced"); absent classes get 0."""
+    counts = np.bincount(np.asarray(y, int), minlength=n_classes).astype(float)
+    with np.errstate(divide="ignore"):
+        w = np.where(counts > 0, counts.sum() / (n_classes * counts), 0.0)
+    return [float(v) for v in w]
+
+
+class ClassifierModule(pl.LightningModule):
+    """Lightning wrapper: cross-entropy training, validation loss and balanced accuracy.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps ``(B, C, *spatial)`` to ``(B, n_classes)`` logits.
+    n_classes : int
+        Number of classes.
+    lr, weight_decay : float
+        Adam learning rate and L2 penalty.
+    class_weights : list of float, optional
+        Cross-entropy class weights (see :func:`balanced_class_weights`).
+    flip_axes : sequence of int
+        Spatial axes (0 = first spatial axis, left-right on the RAS grid)
+        flipped at random (p = 0.5 each) during training.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        n_classes: int,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-3,
+        class_weights: Sequence[float] | None = None,
+        flip_axes: Sequence[int] = (0,),
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weight", weight, persistent=False)
+        self._val_probs: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, weight=self.class_weight)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        for axis in self.hparams.flip_axes:
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            if flip.any():
+                x = x.clone()
+                x[flip] = x[flip].flip(axis + 2)
+        return x
+
+    def training_step(self, batch, batch_idx):  # noqa: D102
+        x, y = batch
+        loss = self._loss(self(self._augment(x)), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):  # noqa: D102
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
+        self._val_probs.append(logits.softmax(1).detach().cpu())
+        self._val_targets.append(y.detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        if self._val_probs:
+            probs = torch.cat(self._val_probs).numpy()
+            y = torch.cat(self._val_targets).numpy()
+            scores = classification_metrics(y, probs)
+            self.log("val_balanced_accuracy", scores["balanced_accuracy"])
+        self._val_probs.clear()
+        self._val_targets.clear()
+
+    def predict_step(self, batch, batch_idx):  # noqa: D102
+        return self(batch[0]).softmax(1)
+
+    def configure_optimizers(self):  # noqa: D102
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+class _BestWeights(Callback):
+    """Keep (in memory) the weights of the epoch with the lowest validation loss."""
+
+    def __init__(self) -> None:
+        self.best = float("inf")
+        self.best_epoch = 0
+        self.state: dict | None = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        loss = trainer.callback_metrics.get("val_loss")
+        if loss is not None and float(loss) < self.best:
+            self.best = float(loss)
+            self.best_epoch = trainer.current_epoch + 1
+            self.state = copy.deepcopy(pl_module.model.state_dict())
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit_classifier`.
+
+    Attributes
+    ----------
+    model : nn.Module
+        Trained network with the best-validation-loss weights, in eval mode.
+    epochs_run : int
+        Epochs trained before early stopping (or ``max_epochs``): the
+        "early-stopping iteration" of the PIF paper.
+    best_epoch : int
+        Epoch (1-based) with the lowest validation loss.
+    best_val_loss : float
+    history : pandas.DataFrame
+        Per-epoch ``train_loss``, ``val_loss``, ``val_balanced_accuracy``.
+    seconds : float
+        Wall-clock training time.
+    log_dir : pathlib.Path
+        The CSVLogger folder.
+    """
+
+    model: nn.Module
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    history: pd.DataFrame
+    seconds: float
+    log_dir: Path
+
+
+def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+
+def _as_tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    return x, torch.as_tensor(np.asarray(y), dtype=torch.long)
+
+
+def fit_classifier(
+    model: nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    n_classes: int,
+    log_dir: str | os.PathLike,
+    max_epochs: int = 50,
+    patience: int = 8,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-3,
+    class_weights: str | Sequence[float] | None = "balanced",
+    flip_axes: Sequence[int] = (0,),
+    seed: int = 0,
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    progress: bool = False,
+) -> FitResult:
+    """Train ``model`` with early stopping on the validation loss.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Fresh network mapping ``(B, C, *spatial)`` images to logits.
+    train, val : (images, labels)
+        Images ``(N, C, *spatial)`` float arrays, labels ``(N,)`` ints. The
+        caller has split them by subject (see :mod:`nbutils.classify.splits`).
+    n_classes : int
+        Number of classes.
+    log_dir : path-like
+        Where the ``CSVLogger`` writes ``metrics.csv`` (``<log_dir>/version_0``).
+    max_epochs, patience : int
+        Epoch limit; epochs without val-loss improvement before stopping.
+    batch_size, lr, weight_decay : training settings (weight decay = L2).
+    class_weights : "balanced", list or None
+        Cross-entropy weights; "balanced" computes them from the training labels.
+    flip_axes : sequence of int
+        Spatial axes flipped at random during training (``()`` for none).
+    seed : int
+        ``seed_everything(seed, workers=True)``: same seed, same run.
+    accelerator, devices
+        Passed to :class:`pytorch_lightning.Trainer`.
+    progress : bool
+        Show Lightning's progress bar.
+
+    Returns
+    -------
+    FitResult
+    """
+    pl.seed_everything(seed, workers=True, verbose=False)
+    x_tr, y_tr = _as_tensors(*train)
+    x_va, y_va = _as_tensors(*val)
+    if class_weights == "balanced":
+        class_weights = balanced_class_weights(y_tr.numpy(), n_classes)
+    module = ClassifierModule(
+        model, n_classes, lr=lr, weight_decay=weight_decay, class_weights=class_weights, flip_axes=flip_axes
+    )
+    best = _BestWeights()
+    logger = CSVLogger(save_dir=str(log_dir), name="", version=0)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        max_epochs=max_epochs,
+        callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=patience), best],
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        deterministic="warn",
+    )
+    start = time.perf_counter()
+    trainer.fit(
+        module,
+        train_dataloaders=_loader(x_tr, y_tr, batch_size, True, seed),
+        val_dataloaders=_loader(x_va, y_va, batch_size, False, seed),
+    )
+    seconds = time.perf_counter() - start
+    if best.state is not None:
+        model.load_state_dict(best.state)
+    model.eval()
+    history = read_learning_curves(Path(logger.log_dir))
+    return FitResult(
+        model=model,
+        epochs_run=int(trainer.current_epoch),
+        best_epoch=int(best.best_epoch),
+        best_val_loss=float(best.best),
+        history=history,
+        seconds=float(seconds),
+        log_dir=Path(logger.log_dir),
+    )
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 16) -> np.ndarray:
+    """Class probabilities ``(N, n_classes)`` with the model in eval mode."""
+    model.eval()
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    out = [model(x[i : i + batch_size]).softmax(1) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0))

@@ -1,0 +1,197 @@
+"""Classifiers for spatially normalised volumes: a plain CNN and a PIF network.
+
+:class:`BaselineCNN` follows the review's AD protocol (protocol 2): blocks of
+3×3×3 convolution + BatchNorm + ReLU + 2×2×2 max-pooling, global average
+pooling, a fully connected layer, dropout; L2 regularisation is the
+optimiser's weight decay (see :mod:`nbutils.classify.lightning`). It also
+works on 2D slices (``spatial_dims=2``).
+
+:class:`PIFNet` is the model of Eitel et al.: four Conv-BN-ReLU blocks, then
+one :class:`~nbutils.classify.pif.PatchIndividualFilters3d` layer, then a head
+that keeps every patch's features in their own input slots (so the classifier
+knows *where* a feature came from).
+
+Both expose ``features`` (the convolutional encoder, an ``nn.Sequential``)
+and ``head``; ``features.<i>`` are the names Grad-CAM needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nbutils.classify.pif import PatchIndividualFilters3d
+
+__all__ = ["BaselineCNN", "PIFNet", "conv_block", "encoder_output_shape"]
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_BN = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+
+
+def conv_block(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 3,
+    spatial_dims: int = 3,
+    pool: bool = True,
+    batch_norm: bool = True,
+) -> nn.Sequential:
+    """Conv(k, 'same' padding) + BatchNorm + ReLU, then optional 2× max-pooling.
+
+    The convolution has no bias when batch norm follows (the shift is BN's).
+    """
+    if spatial_dims not in _CONV:
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    layers: list[nn.Module] = [
+        _CONV[spatial_dims](in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm)
+    ]
+    if batch_norm:
+        layers.append(_BN[spatial_dims](out_channels))
+    layers.append(nn.ReLU(inplace=True))
+    if pool:
+        layers.append(_POOL[spatial_dims](2))
+    return nn.Sequential(*layers)
+
+
+def encoder_output_shape(input_shape: Sequence[int], n_pool: int) -> tuple[int, ...]:
+    """Spatial shape after ``n_pool`` 2× max-poolings (floor division, as PyTorch)."""
+    shape = tuple(int(s) for s in input_shape)
+    for _ in range(n_pool):
+        shape = tuple(s // 2 for s in shape)
+    if min(shape) < 1:
+        raise ValueError(f"input of shape {tuple(input_shape)} is too small for {n_pool} poolings")
+    return shape
+
+
+def _head(n_in: int, hidden: int, n_classes: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(n_in, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, n_classes),
+    )
+
+
+class BaselineCNN(nn.Module):
+    """Plain CNN: ``len(channels)`` Conv-BN-ReLU-MaxPool blocks, GAP, FC head.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of output logits.
+    channels : sequence of int
+        Output channels of each block (depth = its length). The protocol's
+        network has four blocks.
+    in_channels : int
+        Input channels (1 for a T1 image).
+    hidden : int
+        Units of the fully connected layer (the protocol uses 512; small
+        cohorts do better with fewer).
+    dropout : float
+        Dropout rate before both linear layers (protocol: 0.5).
+    spatial_dims : int
+        3 for volumes, 2 for slices.
+    """
+
+    def __init__(
+        self,
+        n_classes: int = 2,
+        channels: Sequence[int] = (8, 16, 32, 64),
+        in_channels: int = 1,
+        hidden: int = 64,
+        dropout: float = 0.5,
+        spatial_dims: int = 3,
+    ) -> None:
+        super().__init__()
+        if not channels:
+            raise ValueError("channels must name at least one block")
+        widths = [in_channels, *channels]
+        self.features = nn.Sequential(
+            *(conv_block(a, b, spatial_dims=spatial_dims) for a, b in zip(widths, widths[1:], strict=False))
+        )
+        pool = nn.AdaptiveAvgPool3d(1) if spatial_dims == 3 else nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(pool, *_head(channels[-1], hidden, n_classes, dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class PIFNet(nn.Module):
+    """Four Conv-BN-ReLU blocks + one PIF layer + a position-aware head.
+
+    The first ``n_pool`` blocks are followed by 2× max-pooling (3 by default,
+    so the PIF layer still sees a map of several patches). The PIF layer
+    returns per-patch features; each patch is average-pooled to
+    ``out_channels`` numbers and the concatenation (``n_patches × out_channels``,
+    in a fixed order) feeds the fully connected head.
+
+    Parameters
+    ----------
+    input_shape : 3 ints
+        Spatial shape of the input volume (fixed, as the patches own weights).
+    n_classes : int
+        Number of output logits.
+    channels : 4 ints
+        Channels of the four shared blocks.
+    pif_channels : int
+        Output channels of each patch's block.
+    patch_size : int or 3 ints
+        Patch size in voxels *of the PIF layer's input* (after ``n_pool`` poolings).
+    overlap : bool
+        Add the half-shifted second patch grid.
+    n_pool, hidden, dropout, in_channels
+        As for :class:`BaselineCNN`.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        n_classes: int = 2,
+        channels: Sequence[int] = (8, 16, 32, 64),
+        pif_channels: int = 16,
+        patch_size: int | Sequence[int] = 3,
+        overlap: bool = False,
+        n_pool: int = 3,
+        in_channels: int = 1,
+        hidden: int = 64,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not 0 <= n_pool <= len(channels):
+            raise ValueError(f"n_pool must be between 0 and {len(channels)}, got {n_pool}")
+        widths = [in_channels, *channels]
+        self.features = nn.Sequential(
+            *(
+                conv_block(a, b, pool=i < n_pool)
+                for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False))
+            )
+        )
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.pif_input_shape = encoder_output_shape(self.input_shape, n_pool)
+        self.pif = PatchIndividualFilters3d(
+            channels[-1],
+            pif_channels,
+            self.pif_input_shape,
+            patch_size,
+            overlap=overlap,
+            reassemble=False,
+        )
+        self.head = _head(self.pif.n_patches * pif_channels, hidden, n_classes, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        patches = self.pif(self.features(x))  # (B, P, C, *patch)
+        return self.head(patches.mean(dim=(3, 4, 5)))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(math.prod(p.shape) for p in model.parameters() if p.requires_grad)
+
+
+__all__ += ["count_parameters"]

@@ -1,0 +1,139 @@
+"""Defining properties of the patch individual filter layer and the two classifiers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nbutils.classify.models import BaselineCNN, PIFNet, conv_block, count_parameters
+from nbutils.classify.pif import PatchIndividualFilters3d, patch_grid
+
+SHAPE = (7, 8, 9)  # not divisible by the patch size 4: exercises the padding
+
+
+def _layer(**kw) -> PatchIndividualFilters3d:
+    torch.manual_seed(0)
+    layer = PatchIndividualFilters3d(3, 5, SHAPE, patch_size=4, **kw)
+    return layer.eval()
+
+
+def test_grid_and_output_shape_with_padding():
+    layer = _layer()
+    assert layer.grids == [(2, 2, 3)]
+    assert layer.n_patches == 12
+    y = layer(torch.randn(2, 3, *SHAPE))
+    assert y.shape == (2, 5, *SHAPE)  # padded internally, cropped back
+
+
+def test_per_patch_output_shape():
+    layer = _layer(reassemble=False)
+    y = layer(torch.randn(2, 3, *SHAPE))
+    assert y.shape == (2, 12, 5, 4, 4, 4)
+    assert layer.n_output_features == 12 * 5 * 64
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_change_inside_one_patch_changes_only_that_patch(rng, train_mode):
+    layer = _layer()
+    layer.train(train_mode)
+    x = torch.as_tensor(rng.normal(size=(2, 3, *SHAPE)), dtype=torch.float32)
+    y0 = layer(x)
+    x2 = x.clone()
+    # patch (1, 0, 2) covers voxels [4:8, 0:4, 8:12] -> clipped to the input [4:7, 0:4, 8:9]
+    x2[:, :, 5, 1, 8] += 10.0
+    y1 = layer(x2)
+    changed = (y1 - y0).abs().amax(dim=(0, 1)) > 1e-6
+    inside = torch.zeros(SHAPE, dtype=torch.bool)
+    inside[4:7, 0:4, 8:9] = True
+    assert changed.any()
+    assert not changed[~inside].any()
+
+
+def test_parameter_count_is_patches_times_one_block():
+    layer = _layer()
+    one = PatchIndividualFilters3d(3, 5, (4, 4, 4), patch_size=4)  # a single patch
+    assert one.n_patches == 1
+    block = conv_block(3, 5, pool=False)
+    assert count_parameters(one) == count_parameters(block)
+    assert count_parameters(layer) == 12 * count_parameters(block)
+    no_bn = PatchIndividualFilters3d(3, 5, SHAPE, patch_size=4, batch_norm=False)
+    assert count_parameters(no_bn) == 12 * count_parameters(conv_block(3, 5, pool=False, batch_norm=False))
+
+
+def test_patches_do_not_share_weights(rng):
+    """The same content in two different patches gives different outputs."""
+    layer = PatchIndividualFilters3d(1, 2, (4, 4, 4), patch_size=2, batch_norm=False, relu=False)
+    patch = torch.as_tensor(rng.normal(size=(2, 2, 2)), dtype=torch.float32)
+    x = patch.repeat(2, 2, 2)[None, None]  # every patch identical
+    y = layer(x)
+    assert not torch.allclose(y[..., 0:2, 0:2, 0:2], y[..., 2:4, 2:4, 2:4])
+
+
+def test_patch_size_equal_to_kernel_is_locally_connected(rng):
+    """patch = kernel, no padding: one output voxel per patch, each with its own kernel."""
+    shape, k, cin, cout = (6, 9, 3), 3, 2, 4
+    layer = PatchIndividualFilters3d(cin, cout, shape, patch_size=k, kernel_size=k, padding="valid",
+                                     batch_norm=False, relu=False)
+    x = torch.as_tensor(rng.normal(size=(2, cin, *shape)), dtype=torch.float32)
+    y = layer(x)
+    assert y.shape == (2, cout, 2, 3, 1)
+    w = layer.conv.weight.view(2, 3, 1, cout, cin, k, k, k)  # (grid..., out, in, kernel)
+    b = layer.conv.bias.view(2, 3, 1, cout)
+    expected = torch.empty_like(y)
+    for i in range(2):
+        for j in range(3):
+            block = x[:, :, i * k : (i + 1) * k, j * k : (j + 1) * k, 0:k]
+            expected[:, :, i, j, 0] = torch.einsum("bcxyz,ocxyz->bo", block, w[i, j, 0]) + b[i, j, 0]
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_overlapping_grid(rng):
+    layer = PatchIndividualFilters3d(3, 5, SHAPE, patch_size=4, overlap=True).eval()
+    # second grid shifted by 2: ceil((7+2)/4)=3, ceil((8+2)/4)=3, ceil((9+2)/4)=3
+    assert layer.grids == [(2, 2, 3), (3, 3, 3)]
+    assert count_parameters(layer) == (12 + 27) * count_parameters(conv_block(3, 5, pool=False))
+    x = torch.as_tensor(rng.normal(size=(1, 3, *SHAPE)), dtype=torch.float32)
+    y = layer(x)
+    assert y.shape == (1, 10, *SHAPE)
+    x2 = x.clone()
+    x2[..., 3, 3, 3] += 10.0  # near the first grid's border: second grid patch [2:6]^3
+    diff = (layer(x2) - y).abs().amax(dim=0) > 1e-6
+    assert not diff[5:][..., 6:, :, :].any()  # second grid: outside [2:6) unchanged
+    assert diff[5:, 2:6, 2:6, 2:6].any()
+
+
+def test_wrong_input_shape_is_rejected():
+    with pytest.raises(ValueError, match="expects"):
+        _layer()(torch.randn(1, 3, 8, 8, 8))
+
+
+def test_patch_grid_helper():
+    assert patch_grid((10, 13, 10), 5) == (2, 3, 2)
+    assert patch_grid((7, 8, 9), (4, 4, 4), offset=2) == (3, 3, 3)
+
+
+def test_baseline_shapes(rng):
+    x = torch.as_tensor(rng.normal(size=(3, 1, 17, 20, 23)), dtype=torch.float32)
+    model = BaselineCNN(n_classes=4, channels=(2, 4, 8)).eval()
+    assert model(x).shape == (3, 4)
+    assert len(model.features) == 3
+    assert model.features[0][0].kernel_size == (3, 3, 3)
+    assert isinstance(model.features[0][-1], torch.nn.MaxPool3d)
+    model2d = BaselineCNN(n_classes=3, channels=(2, 4), spatial_dims=2).eval()
+    assert model2d(x[:, :, 0]).shape == (3, 3)
+
+
+def test_pifnet_shapes_and_locality(rng):
+    shape = (17, 20, 23)
+    model = PIFNet(shape, n_classes=2, channels=(2, 4, 4, 8), pif_channels=3, patch_size=2).eval()
+    assert model.pif_input_shape == (2, 2, 2)
+    assert model.pif.n_patches == 1
+    x = torch.as_tensor(rng.normal(size=(2, 1, *shape)), dtype=torch.float32)
+    assert model(x).shape == (2, 2)
+    bigger = PIFNet((32, 40, 24), channels=(2, 2, 2, 2), pif_channels=3, patch_size=2)
+    assert bigger.pif.grids == [(2, 3, 2)]
+    assert bigger.head[2].in_features == 12 * 3
+    assert count_parameters(bigger.pif) == 12 * count_parameters(conv_block(2, 3, pool=False))
+    assert math.prod(bigger.pif_input_shape) == 4 * 5 * 3
