@@ -1,0 +1,197 @@
+"""Tests of the skip-free autoencoder, the data module, training and checkpoint loading."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nbutils.normative.data import NormativeDataModule, VolumeDataset, assign_splits, load_volume
+from nbutils.normative.model import ConvAutoencoder, NormativeAutoencoder, reconstruct
+
+SHAPE = (16, 24, 16)
+
+
+def test_autoencoder_shapes_unequal_grid():
+    ae = ConvAutoencoder(channels=(4, 8, 8), latent_channels=3)
+    x = torch.randn(2, 1, *SHAPE)
+    assert ae(x).shape == x.shape
+    assert ae.encode(x).shape == (2, 3, 2, 3, 2)
+
+
+def test_autoencoder_rejects_indivisible_shape():
+    ae = ConvAutoencoder(channels=(4, 8, 8))
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*3=8"):
+        ae(torch.zeros(1, 1, 12, 16, 16))
+
+
+def test_output_depends_on_input_only_through_bottleneck():
+    """Swapping the latent swaps the output: no skip connection carries the input around it."""
+    torch.manual_seed(0)
+    ae = ConvAutoencoder(channels=(4, 8), latent_channels=2, norm="none").eval()
+    a, b = torch.randn(1, 1, *SHAPE), torch.randn(1, 1, *SHAPE)
+    with torch.no_grad():
+        za = ae.encode(a)
+        # decoding a's latent gives a's output, whatever image we started from
+        assert torch.allclose(ae.decode(za), ae(a))
+        zero = ae.decode(torch.zeros_like(za))
+        assert not torch.allclose(ae(a), ae(b))
+        # zeroing the latent destroys the output: the same constant map for any input
+        handle = ae.to_latent.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+        out_a, out_b = ae(a), ae(b)
+        handle.remove()
+    assert torch.allclose(out_a, out_b) and torch.allclose(out_a, zero)
+    assert not any("skip" in n.lower() for n, _ in ae.named_modules())
+
+
+def test_reconstruct_single_and_stack():
+    ae = ConvAutoencoder(channels=(4, 8), latent_channels=2)
+    vols = np.random.default_rng(0).normal(size=(3, *SHAPE)).astype(np.float32)
+    stack = reconstruct(ae, vols, batch_size=2)
+    assert stack.shape == vols.shape and stack.dtype == np.float32
+    np.testing.assert_allclose(reconstruct(ae, vols[1]), stack[1], atol=1e-5)
+
+
+def _table(n_cn=10, n_ad=3):
+    ids = [f"sub-{i:03d}" for i in range(n_cn + n_ad)]
+    return pd.DataFrame({
+        "participant_id": ids + ids[:2],  # two subjects have a second session
+        "path": [f"/x/{i}.nii.gz" for i in range(n_cn + n_ad + 2)],
+        "diagnosis": ["CN"] * n_cn + ["AD"] * n_ad + ["CN", "CN"],
+    })  # fmt: skip
+
+
+def test_assign_splits_by_subject_healthy_only():
+    t = assign_splits(_table(), val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert set(t.loc[t.diagnosis == "AD", "split"]) == {"test"}
+    per_subject = t.groupby("participant_id")["split"].nunique()
+    assert (per_subject == 1).all()  # sessions never straddle splits
+    cn = t[t.diagnosis == "CN"].drop_duplicates("participant_id")
+    assert cn["split"].value_counts().to_dict() == {"train": 6, "val": 2, "test": 2}
+    # a fixed test_seed keeps the test set while the reference scans are re-drawn
+    a = assign_splits(_table(), seed=1, test_seed=0)
+    b = assign_splits(_table(), seed=2, test_seed=0)
+    assert (a.split == "test").equals(b.split == "test")
+    assert not a.split.equals(b.split)
+
+
+def test_assign_splits_errors():
+    with pytest.raises(ValueError, match="at least 3 healthy"):
+        assign_splits(_table(n_cn=2))
+    with pytest.raises(ValueError, match="must be in"):
+        assign_splits(_table(), val_fraction=0.6, test_fraction=0.5)
+
+
+def test_load_volume_errors(tmp_path):
+    p = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.eye(4)), p)
+    with pytest.raises(ValueError, match="v.nii.gz: shape"):
+        load_volume(p, (4, 5, 7))
+    with pytest.raises(FileNotFoundError, match="missing.nii"):
+        load_volume(tmp_path / "missing.nii")
+
+
+def test_volume_dataset_augments_inside_mask_only():
+    torch.manual_seed(0)
+    vols = np.ones((2, *SHAPE), np.float32)
+    mask = np.zeros(SHAPE, bool)
+    mask[4:12, 4:20, 4:12] = True
+    ds = VolumeDataset(vols, mask, augment_scale=0.1, augment_shift=0.1)
+    item = ds[0]
+    x = item["image"][0].numpy()
+    assert item["image"].shape == (1, *SHAPE) and item["mask"].shape == (1, *SHAPE)
+    assert np.all(x[~mask] == 1.0) and not np.allclose(x[mask], 1.0)
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(tmp_path_factory):
+    """Ten tiny 'healthy' scans (smooth blobs + noise) and three patients, with a table."""
+    out = tmp_path_factory.mktemp("normative")
+    rng = np.random.default_rng(0)
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[3:13, 4:20, 3:13] = 1
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), out / "mask.nii.gz")
+    rows = []
+    for i in range(13):
+        v = (rng.normal(size=SHAPE) * 0.3 + 1.0) * mask
+        p = out / f"sub-{i:02d}_T1w.nii.gz"
+        nib.save(nib.Nifti1Image(v.astype(np.float32), np.eye(4)), p)
+        rows.append({"participant_id": f"sub-{i:02d}", "path": str(p),
+                     "diagnosis": "CN" if i < 10 else "AD"})
+    pd.DataFrame(rows).to_csv(out / "subjects.tsv", sep="\t", index=False)
+    return out
+
+
+def test_datamodule_uses_healthy_only(fixture_dir):
+    dm = NormativeDataModule(fixture_dir / "subjects.tsv", mask=fixture_dir / "mask.nii.gz",
+                             batch_size=2, split_seed=0)
+    dm.setup("fit")
+    assert len(dm.train_set) == 6 and len(dm.val_set) == 2
+    assert set(dm.rows("train").diagnosis) == {"CN"}
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 1, *SHAPE)
+
+
+TINY = {"channels": [4, 8], "latent_channels": 2}
+
+
+def test_train_and_weights_only_checkpoint_roundtrip(fixture_dir, tmp_path):
+    from nbutils.normative.train import load_autoencoder, read_learning_curve, train_autoencoder
+
+    data = {"mask": str(fixture_dir / "mask.nii.gz"), "batch_size": 2}
+    res = train_autoencoder(fixture_dir / "subjects.tsv", tmp_path / "m", model=TINY, data=data,
+                            max_epochs=2, seed=1, progress=False)
+    assert res.best_checkpoint.exists() and res.last_checkpoint.exists()
+    assert res.epochs == 2 and np.isfinite(res.best_val_loss)
+    assert not (tmp_path / "m" / ".training").exists()
+    curve = read_learning_curve(res.metrics_csv)
+    assert list(curve.epoch) == [0, 1] and curve.val_loss.notna().all()
+    # plain types only: torch.load with weights_only=True accepts the file
+    raw = torch.load(res.best_checkpoint, weights_only=True)
+    assert raw["hyper_parameters"]["channels"] == [4, 8]
+    model = load_autoencoder(res.best_checkpoint)
+    assert isinstance(model, NormativeAutoencoder) and not model.training
+    x = torch.randn(1, 1, *SHAPE)
+    ref = NormativeAutoencoder(**TINY)
+    ref.load_state_dict(raw["state_dict"])
+    ref.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref(x))
+    subjects = pd.read_csv(tmp_path / "m" / "subjects.tsv", sep="\t")
+    assert set(subjects.split) == {"train", "val", "test"}
+
+
+def test_load_autoencoder_rejects_other_files(tmp_path):
+    from nbutils.normative.train import load_autoencoder
+
+    p = tmp_path / "x.ckpt"
+    torch.save({"weights": torch.zeros(2)}, p)
+    with pytest.raises(ValueError, match="not a NormativeAutoencoder checkpoint"):
+        load_autoencoder(p)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(fixture_dir, tmp_path):
+    """The real 'ddp' strategy: Lightning re-launches the training script on 2 CPU processes."""
+    import json
+
+    data = json.dumps({"mask": str(fixture_dir / "mask.nii.gz"), "batch_size": 2})
+    cmd = [sys.executable, "-m", "nbutils.normative.train", "--table",
+           str(fixture_dir / "subjects.tsv"), "--out", str(tmp_path / "ddp"),
+           "--model", json.dumps(TINY), "--data", data, "--max-epochs", "1",
+           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Starting with 2 processes" in proc.stderr + proc.stdout
+    out = Path(tmp_path / "ddp")
+    assert (out / "checkpoints" / "best.ckpt").exists()
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["strategy"] == "ddp" and summary["devices"] == 2
