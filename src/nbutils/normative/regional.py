@@ -93,7 +93,8 @@ def region_centroids(labels: np.ndarray, indices: list[int] | np.ndarray) -> np.
 
     labels = np.asarray(labels)
     indices = np.asarray(indices, dtype=int)
-    cents = ndimage.center_of_mass(np.ones(labels.shape), labels, indices)
+    with np.errstate(invalid="ignore", divide="ignore"):  # absent labels give NaN
+        cents = ndimage.center_of_mass(np.ones(labels.shape), labels, indices)
     out = np.full((len(indices), 3), -1, dtype=int)
     for i, c in enumerate(cents):
         if np.all(np.isfinite(c)):
