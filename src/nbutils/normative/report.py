@@ -1,0 +1,232 @@
+"""Single-subject deviation report (NeuroQuant-style) and the ``nbutils report`` command.
+
+One preprocessed T1 scan + one checkpoint (with its normative statistics
+beside it) -> a standalone HTML page: deviation overlays in three planes,
+the regional profile against healthy normative ranges, the region table,
+the total deviation, and where the data and the model came from. The z-map
+(NIfTI) and the profile (TSV) are written beside the page.
+
+Example::
+
+    nbutils report --subject sub-0042 --bids data/synthetic/quick-mni \\
+        --model data/models/quick/normative_ae/checkpoints/best.ckpt --out reports/subjects
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import html
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["register", "run", "write_report"]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+
+
+def _kv(rows: dict) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items()
+    )
+    return f'<table class="kv">{cells}</table>'
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}
+table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}
+.kv th{color:#555;font-weight:600}.flag{color:#b00;font-weight:600}
+.box{display:inline-block;padding:.6em 1em;border-radius:6px;background:#f3f3f3;margin:.3em .6em .3em 0}
+.note{font-size:12px;color:#666}img{max-width:100%}
+"""
+
+
+def write_report(
+    subject: str,
+    volume_path: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    data_source: str,
+    fpr: float = 0.05,
+    top: int = 20,
+    extra: dict | None = None,
+) -> Path:
+    """Analyse one preprocessed scan and write ``<out_dir>/<subject>_deviation_report.html``.
+
+    Parameters
+    ----------
+    subject : str
+        Subject label shown in the report and used in file names.
+    volume_path : path
+        Skull-stripped, intensity-standardised T1 in MNI space (resampled to the
+        model grid if its shape differs).
+    checkpoint : path
+        Model checkpoint; ``normative_stats.npz/json`` must lie beside it.
+    out_dir : path
+        Output folder (created).
+    data_source : str
+        Where the scan came from, printed in the report.
+    fpr : float
+        Healthy voxel false-positive rate of the anomaly threshold (0.01 or 0.05).
+    top : int
+        Regions shown in the profile chart and table.
+    extra : dict, optional
+        More subject information (age, sex, diagnosis ...) for the header table.
+
+    Returns
+    -------
+    Path of the HTML file.
+    """
+    import nibabel as nib
+
+    from nbutils import __version__
+    from nbutils.anatomy import resample_to_grid, standard_grid
+    from nbutils.io import save_nifti, write_table, write_text
+
+    from .explorer import figure_png, plot_planes, plot_profile
+    from .pipeline import analyse_volume
+    from .stats import load_stats
+    from .train import load_autoencoder
+
+    checkpoint, volume_path, out_dir = Path(checkpoint), Path(volume_path), Path(out_dir)
+    stats = load_stats(checkpoint)
+    model = load_autoencoder(checkpoint)
+    grid = standard_grid(stats.resolution)
+    if not volume_path.exists():
+        raise FileNotFoundError(f"scan not found: {volume_path}")
+    img = nib.load(volume_path)
+    note = ""
+    if img.shape[:3] != stats.mask.shape:
+        img = resample_to_grid(img, grid)
+        note = f"resampled from {nib.load(volume_path).shape[:3]} to the model grid {grid.shape}"
+    volume = np.asarray(img.dataobj, dtype=np.float32)
+    res = analyse_volume(model, stats, volume, fpr=fpr)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in subject)
+    save_nifti(grid.image(res.z), out_dir / f"{safe}_desc-deviation_zmap.nii.gz")
+    write_table(out_dir / f"{safe}_regional_profile.tsv", res.profile)
+
+    peak = np.unravel_index(int(np.argmax(np.abs(res.z))), res.z.shape)
+    planes = figure_png(plot_planes(volume, res.z, peak, threshold=1.96,
+                                    title=f"{subject}: voxel z (|z| > 1.96), through the peak"))
+    seg_z = np.where(res.segmentation, res.z, 0.0)
+    seg_png = figure_png(plot_planes(volume, seg_z, peak, threshold=1e-6,
+                                     title=f"anomalous voxels at {fpr:.0%} healthy FPR"))
+    prof_png = figure_png(plot_profile(res.profile, top=top,
+                                       title="regional deviation vs healthy reference"))
+    vox_ml = grid.voxel_volume / 1000.0
+    n_out = int(res.profile["outside_range"].sum())
+    table = res.profile.head(top)[["name", "hemisphere", "n_voxels", "mean_z", "p95_abs_z",
+                                   "profile", "centile", "outside_range"]]
+    table_html = table.to_html(index=False, float_format=lambda v: f"{v:.2f}", border=0)
+    training = stats.provenance.get("training", {})
+    model_info = {
+        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint sha256": _sha256(checkpoint)[:16],
+        "architecture": f"3D conv autoencoder without skips, channels {training.get('model', {}).get('channels')}, "
+        f"latent {training.get('model', {}).get('latent_channels')}",
+        "trained on": f"{training.get('n_subjects', {}).get('train', '?')} healthy subjects, "
+        f"{training.get('epochs', '?')} epochs, best val L1 {training.get('best_val_loss', float('nan')):.4f}",
+        "normative reference": f"{stats.residual.n} held-out healthy validation subjects",
+        "model data source": stats.provenance.get("data_source", "unknown"),
+        "atlas": stats.atlas,
+        "grid": f"{grid.shape} at {grid.resolution:g} mm (MNI152)",
+        "threshold": f"score > {res.threshold:.2f} = {fpr:.0%} voxel FPR on healthy validation scans",
+        "post-processing": ", ".join(f"{k}={v}" for k, v in stats.postprocessing.items()),
+        "nbutils": __version__,
+    }
+    subject_info = {"subject": subject, "scan": str(volume_path.resolve()),
+                    "data source": data_source, **(extra or {})}
+    if note:
+        subject_info["note"] = note
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    flag = ' class="flag"' if abs(res.total_deviation) > 1.96 else ""
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"/>
+<title>Deviation report {html.escape(subject)}</title><style>{_CSS}</style></head><body>
+<h1>Normative deviation report: {html.escape(subject)}</h1>
+<p class="sub">Data source: <b>{html.escape(data_source)}</b> · generated {when}</p>
+<div class="box">Total deviation: <b{flag}>{res.total_deviation:+.2f}</b> (z against healthy; normal range ±1.96)</div>
+<div class="box">Regions outside the 95 % range: <b>{n_out}</b> of {len(res.profile)}</div>
+<div class="box">Anomalous volume at {fpr:.0%} FPR: <b>{res.segmentation.sum() * vox_ml:.1f} ml</b></div>
+<h2>Subject and scan</h2>{_kv(subject_info)}
+<h2>Deviation map</h2>
+<p>Voxel z-scores of the autoencoder residual against held-out healthy subjects
+(red: brighter than expected, blue: darker).</p>
+{_img(planes, "deviation overlay in three planes")}
+{_img(seg_png, "thresholded anomaly map in three planes")}
+<h2>Regional profile</h2>
+<p>Mean voxel z per {html.escape(stats.atlas)} region, z-scored against the same
+measure in healthy reference subjects; the shaded band is the healthy 95 % range.</p>
+{_img(prof_png, "regional profile against normative ranges")}
+<h3>Top {top} regions by |deviation|</h3>{table_html}
+<h2>Model provenance</h2>{_kv(model_info)}
+<p class="note">Research software, not a medical device. Deviations are relative to the
+model's healthy reference cohort ({html.escape(str(stats.provenance.get('data_source', 'unknown')))});
+they are only as representative as that cohort.</p>
+</body></html>
+"""
+    return write_text(out_dir / f"{safe}_deviation_report.html", page)
+
+
+def _find_scan(args) -> tuple[Path, str, dict]:
+    if args.image:
+        return Path(args.image), args.data_source or f"file {args.image}", {}
+    if not args.bids:
+        raise SystemExit("nbutils report: give --bids DIR (with --subject) or --image PATH")
+    from nbutils.datasets import load_bids
+
+    table = load_bids(args.bids)
+    sid = args.subject if args.subject.startswith("sub-") else f"sub-{args.subject}"
+    rows = table[table["participant_id"] == sid]
+    if args.session:
+        rows = rows[rows["session"] == args.session]
+    if rows.empty:
+        raise SystemExit(f"nbutils report: subject {sid} not found in {args.bids}")
+    row = rows.iloc[0]
+    source = args.data_source or f"BIDS dataset '{row['dataset']}' ({Path(args.bids).resolve()})"
+    extra = {k: row[k] for k in ("age", "sex", "site", "diagnosis") if k in row and row[k] == row[k]}
+    return Path(row["path"]), source, extra
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``nbutils report``."""
+    path, source, extra = _find_scan(args)
+    out = write_report(args.subject, path, args.model, args.out, source, fpr=args.fpr,
+                       top=args.top, extra=extra)
+    print(out)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the ``report`` command to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "report",
+        help="single-subject normative deviation report (HTML)",
+        description="Write a standalone HTML deviation report for one preprocessed T1 scan.",
+    )
+    p.add_argument("--subject", required=True, help="subject label, e.g. sub-0042")
+    p.add_argument("--model", required=True, help="checkpoint (normative_stats.* beside it)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--bids", help="BIDS folder holding the subject's preprocessed MNI T1")
+    p.add_argument("--session", help="session label (ses-...) when a subject has several")
+    p.add_argument("--image", help="path of the preprocessed T1 instead of --bids")
+    p.add_argument("--data-source", help="text describing where the scan came from")
+    p.add_argument("--fpr", type=float, default=0.05, choices=[0.01, 0.05],
+                   help="healthy voxel false-positive rate of the anomaly threshold")
+    p.add_argument("--top", type=int, default=20, help="regions in the profile")
+    p.set_defaults(func=run)

@@ -1,0 +1,152 @@
+"""Tests of the explorer's pure functions and widget, and of the single-subject report command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbutils.normative.explorer import (
+    DeviationExplorer,
+    ExplorerSubject,
+    figure_png,
+    overlay_rgba,
+    plot_profile,
+    render_planes,
+    slice_at,
+)
+
+SHAPE = (7, 8, 9)
+
+
+def test_slice_at_orientation():
+    vol = np.arange(np.prod(SHAPE)).reshape(SHAPE)
+    assert slice_at(vol, "sagittal", 2).shape == (9, 8)  # rows z, columns y
+    assert slice_at(vol, "coronal", 3).shape == (9, 7)  # rows z, columns x
+    ax = slice_at(vol, "axial", 4)
+    assert ax.shape == (8, 7) and ax[1, 2] == vol[2, 1, 4]  # rows y, columns x
+    assert np.array_equal(slice_at(vol, "axial", 99), slice_at(vol, "axial", 8))  # clipped
+    with pytest.raises(ValueError, match="unknown plane"):
+        slice_at(vol, "oblique", 0)
+
+
+def test_overlay_masks_below_threshold():
+    z = np.array([[0.5, 2.5], [-3.0, -1.0]])
+    rgba = overlay_rgba(z, threshold=2.0, opacity=0.6)
+    assert rgba.shape == (2, 2, 4)
+    np.testing.assert_allclose(rgba[..., 3], [[0, 0.6], [0.6, 0]])
+    assert rgba[0, 1, 0] == 1.0 and rgba[0, 1, 2] == 0  # positive: red
+    assert rgba[1, 0, 2] == 1.0 and rgba[1, 0, 0] == 0  # negative: blue
+    assert overlay_rgba(z, threshold=5.0)[..., 3].sum() == 0
+    with pytest.raises(ValueError, match="opacity"):
+        overlay_rgba(z, opacity=1.5)
+
+
+def _profile():
+    return pd.DataFrame({"name": ["A", "B", "C"], "hemisphere": ["L", "R", "L"],
+                         "profile": [0.5, -3.0, 2.2], "centile": [69.0, 0.1, 98.6],
+                         "mean_z": [0.1, -1.0, 0.8], "p95_abs_z": [1.0, 3.0, 2.5]})
+
+
+def test_static_figures_render_png():
+    rng = np.random.default_rng(0)
+    fig = render_planes(rng.normal(size=SHAPE), rng.normal(size=SHAPE) * 3, (3, 4, 4))
+    png = figure_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = plot_profile(_profile(), top=2)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["C", "B"]  # the two largest |profile|, largest on top
+    figure_png(fig)
+
+
+def test_explorer_widget_moves_to_region_centroid():
+    rng = np.random.default_rng(1)
+    subj = {s: ExplorerSubject(rng.normal(size=SHAPE), rng.normal(size=SHAPE), _profile())
+            for s in ("sub-01", "sub-02")}
+    cents = {"A": (1, 1, 1), "B": (5, 6, 7), "C": (2, 3, 4)}
+    ex = DeviationExplorer(subj, cents)
+    classes = {c for w in (ex.widget, ex.subject, ex.threshold, ex.region, ex.table,
+                           *ex.sliders.values()) for c in w._dom_classes}
+    for c in ("nbutils-explorer", "nbutils-subject-select", "nbutils-axial-slider",
+              "nbutils-z-threshold", "nbutils-region-select", "nbutils-profile-table"):
+        assert c in classes
+    assert ex.region.options == ("B", "C", "A")  # sorted by |profile|
+    assert ex.position == (5, 6, 7)  # starts at the most deviating region
+    ex.region.value = "C"
+    assert ex.position == (2, 3, 4)
+    before = ex.view.value
+    ex.threshold.value = 0.1
+    assert ex.view.value != before  # the rendered view changes visibly
+    ex.subject.value = "sub-02"
+    assert "sub-02" not in ex.table.value and "<table" in ex.table.value
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An (untrained) tiny model on the 8 mm standard grid with real normative statistics."""
+    import torch
+
+    from nbutils.anatomy import load_brain_mask, standard_grid
+    from nbutils.normative.model import NormativeAutoencoder
+    from nbutils.normative.pipeline import fit_normative_stats
+    from nbutils.normative.stats import save_stats
+
+    out = tmp_path_factory.mktemp("report")
+    grid = standard_grid(8.0)
+    mask = np.asarray(load_brain_mask(grid).dataobj) > 0
+    torch.manual_seed(0)
+    model = NormativeAutoencoder(channels=[4, 8], latent_channels=2).eval()
+    ckpt = out / "model" / "checkpoints" / "best.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, ckpt)
+    rng = np.random.default_rng(0)
+    vols = (rng.normal(size=(7, *grid.shape)) * mask).astype(np.float32)
+    stats = fit_normative_stats(model, vols[:4], vols[4:6], mask, resolution=8.0,
+                                min_region_voxels=2, provenance={"data_source": "noise fixture"})
+    save_stats(stats, ckpt)
+    bids = out / "bids"
+    anat = bids / "sub-07" / "anat"
+    anat.mkdir(parents=True)
+    nib.save(grid.image(vols[6]), anat / "sub-07_T1w.nii.gz")
+    (bids / "participants.tsv").write_text("participant_id\tage\tsex\tdiagnosis\nsub-07\t70\tF\tAD\n")
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "tiny", "BIDSVersion": "1.9"}))
+    return ckpt, bids
+
+
+def _parser():
+    from nbutils.normative.report import register
+
+    parser = argparse.ArgumentParser(prog="nbutils")
+    register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_report_command_writes_html(tiny_model, tmp_path):
+    ckpt, bids = tiny_model
+    args = _parser().parse_args(["report", "--subject", "sub-07", "--model", str(ckpt),
+                                 "--out", str(tmp_path / "out"), "--bids", str(bids)])
+    assert args.func(args) == 0
+    page = (tmp_path / "out" / "sub-07_deviation_report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert "BIDS dataset &#x27;tiny&#x27;" in page and "noise fixture" in page
+    assert "Total deviation" in page and "sha256" in page and "AD" in page
+    prof = pd.read_csv(tmp_path / "out" / "sub-07_regional_profile.tsv", sep="\t")
+    assert {"name", "profile", "centile"} <= set(prof.columns)
+    z = nib.load(tmp_path / "out" / "sub-07_desc-deviation_zmap.nii.gz")
+    assert z.shape == (32, 32, 32)
+
+
+def test_report_command_errors(tiny_model, tmp_path):
+    ckpt, bids = tiny_model
+    args = _parser().parse_args(["report", "--subject", "sub-99", "--model", str(ckpt),
+                                 "--out", str(tmp_path), "--bids", str(bids)])
+    with pytest.raises(SystemExit, match="sub-99 not found"):
+        args.func(args)
+    args = _parser().parse_args(["report", "--subject", "x", "--model", str(tmp_path / "no.ckpt"),
+                                 "--out", str(tmp_path), "--image", str(bids / "x.nii.gz")])
+    with pytest.raises(FileNotFoundError, match="normative_stats"):
+        args.func(args)
