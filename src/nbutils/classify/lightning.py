@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,7 +179,7 @@ def _as_tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fit_classifier(
-    model: nn.Module,
+    model: nn.Module | Callable[[], nn.Module],
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
     *,
@@ -201,8 +201,10 @@ def fit_classifier(
 
     Parameters
     ----------
-    model : nn.Module
-        Fresh network mapping ``(B, C, *spatial)`` images to logits.
+    model : nn.Module or callable
+        Fresh network mapping ``(B, C, *spatial)`` images to logits, or a
+        function returning one (preferred: it is then built *after* seeding,
+        so its initial weights are reproducible too).
     train, val : (images, labels)
         Images ``(N, C, *spatial)`` float arrays, labels ``(N,)`` ints. The
         caller has split them by subject (see :mod:`nbutils.classify.splits`).
@@ -229,6 +231,8 @@ def fit_classifier(
     FitResult
     """
     pl.seed_everything(seed, workers=True, verbose=False)
+    if not isinstance(model, nn.Module):
+        model = model()
     x_tr, y_tr = _as_tensors(*train)
     x_va, y_va = _as_tensors(*val)
     if class_weights == "balanced":

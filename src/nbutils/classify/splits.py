@@ -26,6 +26,7 @@ __all__ = [
     "LeakageError",
     "SubjectSplit",
     "assert_no_leakage",
+    "stratified_holdout",
     "stratified_subset",
     "subject_labels",
     "subject_split",
@@ -186,3 +187,20 @@ def stratified_subset(subjects: Sequence[str], labels: Sequence, fraction: float
         n = max(1, int(round(fraction * len(members))))
         taken += list(rng.permutation(members)[:n])
     return sorted(taken)
+
+
+def stratified_holdout(
+    subjects: Sequence[str], labels: Sequence, fraction: float, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Split subjects into ``(kept, held_out)`` with ``fraction`` of each class held out.
+
+    Every class with two or more subjects keeps at least one and holds out at
+    least one. Used for the validation set of a single training run.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    per_subject = subject_labels(subjects, labels)
+    held = _stratified_take(per_subject, fraction, np.random.default_rng(seed))
+    kept = sorted(set(per_subject.index) - set(held))
+    assert_no_leakage(kept=kept, held_out=held)
+    return kept, held

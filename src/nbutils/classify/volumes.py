@@ -1,0 +1,89 @@
+"""Cohort volumes as arrays for the classifiers, optionally on a coarser working grid.
+
+The MNI-space cohort lies on :func:`nbutils.anatomy.standard_grid` (80×96×80
+at 2 mm). Training on CPU is much faster on a coarser grid, so
+:func:`load_volumes` can resample to a *working resolution* (3 mm gives
+53×64×53): intensities are **area-averaged** (no aliasing), label volumes
+use nearest neighbour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+__all__ = ["ATROPHY_REGIONS", "load_volumes", "resize_labels", "resize_volumes", "working_shape"]
+
+#: Neuromorphometrics label names of the regions where AD atrophy shows first
+#: (medial temporal lobe) and of the ventricles that widen as the brain shrinks.
+ATROPHY_REGIONS = r"Hippocampus|Amygdala|Ent_entorhinal|Lateral_Ventricle|Inf_Lat_Vent"
+
+
+def working_shape(shape: Sequence[int], resolution: float, working_resolution: float) -> tuple[int, int, int]:
+    """Grid shape after resampling voxels of ``resolution`` mm to ``working_resolution`` mm."""
+    if working_resolution < resolution:
+        raise ValueError(
+            f"working_resolution ({working_resolution} mm) must not be finer than the data ({resolution} mm)"
+        )
+    return tuple(max(1, int(round(s * resolution / working_resolution))) for s in shape)  # type: ignore[return-value]
+
+
+def resize_volumes(volumes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Area-average ``(N, *spatial)`` volumes down to ``shape`` (identity if equal)."""
+    volumes = np.asarray(volumes, np.float32)
+    if tuple(volumes.shape[1:]) == tuple(shape):
+        return volumes
+    out = F.adaptive_avg_pool3d(torch.from_numpy(volumes)[:, None], tuple(shape))
+    return out[:, 0].numpy()
+
+
+def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Nearest-neighbour resampling of one integer label volume to ``shape``."""
+    labels = np.asarray(labels)
+    if labels.shape == tuple(shape):
+        return labels
+    t = torch.from_numpy(labels.astype(np.float32))[None, None]
+    return F.interpolate(t, size=tuple(shape), mode="nearest")[0, 0].numpy().astype(labels.dtype)
+
+
+def load_volumes(
+    paths: Sequence[str | os.PathLike],
+    resolution: float | None = None,
+    working_resolution: float | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Read NIfTI volumes (same grid) into a float32 array ``(N, *spatial)``.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Images on one common grid (e.g. the MNI-space cohort).
+    resolution : float, optional
+        Voxel size of the images (read from the first header when omitted).
+    working_resolution : float, optional
+        Resample to this voxel size (mm) by area averaging; ``None`` keeps the grid.
+    progress : bool
+        Show a progress bar.
+    """
+    paths = list(paths)
+    if not paths:
+        raise ValueError("no image paths given")
+    first = nib.load(paths[0])
+    shape = first.shape[:3]
+    if resolution is None:
+        resolution = float(np.mean(first.header.get_zooms()[:3]))
+    target = working_shape(shape, resolution, working_resolution or resolution)
+    out = np.empty((len(paths), *target), np.float32)
+    for i, path in enumerate(tqdm(paths, desc="loading volumes", disable=not progress)):
+        img = nib.load(path)
+        if img.shape[:3] != shape:
+            raise ValueError(f"{path}: shape {img.shape[:3]} differs from the first image's {shape}")
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        out[i] = resize_volumes(data[None], target)[0]
+    return out

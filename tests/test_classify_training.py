@@ -1,0 +1,128 @@
+"""A tiny Lightning fit, cross-validation wiring, interpretability and MC dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nbutils.classify.experiment import cross_validate, sample_size_experiment, sample_size_table
+from nbutils.classify.interpret import (
+    enable_mc_dropout,
+    error_by_uncertainty,
+    grad_cam,
+    mc_dropout_predict,
+    occlusion_map,
+    saliency_mass,
+)
+from nbutils.classify.lightning import balanced_class_weights, fit_classifier
+from nbutils.classify.models import BaselineCNN, PIFNet
+from nbutils.classify.splits import subject_split
+
+SHAPE = (12, 14, 10)
+
+
+def _toy(rng, n=24):
+    """Class 1 has a bright blob in one corner; the rest is noise."""
+    y = np.array([0, 1] * (n // 2))
+    x = rng.normal(0, 1, size=(n, *SHAPE)).astype(np.float32)
+    x[y == 1, 2:6, 2:6, 2:6] += 2.0
+    subjects = [f"sub-{i:02d}" for i in range(n)]
+    return x, y, subjects
+
+
+def _small_model():
+    return BaselineCNN(n_classes=2, channels=(4, 8), hidden=8, dropout=0.2)
+
+
+def test_balanced_class_weights():
+    assert balanced_class_weights([0, 0, 0, 1], 2) == pytest.approx([4 / 6, 4 / 2])
+    assert balanced_class_weights([0, 0], 3)[1:] == [0.0, 0.0]
+
+
+def test_tiny_lightning_fit_is_seeded_and_logs(rng, tmp_path):
+    x, y, _ = _toy(rng)
+    kw = dict(n_classes=2, max_epochs=3, patience=2, batch_size=6, lr=1e-2, seed=7)
+    a = fit_classifier(_small_model, (x[:16, None], y[:16]), (x[16:, None], y[16:]), log_dir=tmp_path / "a", **kw)
+    b = fit_classifier(_small_model, (x[:16, None], y[:16]), (x[16:, None], y[16:]), log_dir=tmp_path / "b", **kw)
+    assert 1 <= a.epochs_run <= 3 and 1 <= a.best_epoch <= a.epochs_run
+    assert {"train_loss", "val_loss", "val_balanced_accuracy"} <= set(a.history.columns)
+    assert len(a.history) == a.epochs_run
+    assert (tmp_path / "a" / "version_0" / "metrics.csv").exists()
+    assert not a.model.training
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb)  # same seed, same weights
+
+
+def test_cross_validate_and_sample_size(rng, tmp_path):
+    x, y, subjects = _toy(rng)
+    split = subject_split(subjects, y, test_size=0.25, n_folds=2, seed=0)
+    kw = dict(n_classes=2, max_epochs=2, patience=1, batch_size=8, progress=False)
+    cv = cross_validate("baseline", _small_model, x, y, subjects, split, log_dir=tmp_path, **kw)
+    assert len(cv.folds) == 4 and set(cv.folds["partition"]) == {"val", "test"}
+    assert cv.test_probs.shape == (2, 6, 2)
+    head = cv.headline()
+    assert head["n_test"] == 6 and 0 <= head["balanced_accuracy_mean"] <= 1
+    assert cv.confusion[0].sum() == 6
+    runs = sample_size_experiment(
+        {"baseline": _small_model, "pif": lambda: PIFNet(SHAPE, channels=(2, 2, 2, 2), pif_channels=2,
+                                                         patch_size=1, n_pool=2, hidden=4)},
+        x, y, subjects, split, fractions=(1.0, 0.5), repeats=2, log_dir=tmp_path / "ss", **kw,
+    )
+    assert len(runs) == 2 * 2 * 2
+    # the 50% subset trains on fewer subjects than the full pool; both models get the same subjects
+    n_by = runs.groupby(["subset", "repeat"])["n_train"].nunique()
+    assert (n_by == 1).all()
+    assert runs.loc[runs.subset == "50%", "n_train"].max() < runs.loc[runs.subset == "100%", "n_train"].min()
+    table = sample_size_table(runs)
+    assert list(table.columns) == ["model", "subset", "balanced_accuracy_mean", "balanced_accuracy_sd",
+                                   "early_stop_epoch_mean", "early_stop_epoch_sd", "repeats"]
+    assert (table["repeats"] == 2).all()
+
+
+def test_grad_cam_and_occlusion_shapes(rng):
+    torch.manual_seed(0)
+    model = BaselineCNN(n_classes=3, channels=(2, 4), hidden=4).eval()
+    x = rng.normal(size=(2, 1, *SHAPE)).astype(np.float32)
+    cam = grad_cam(model, x, "features.1")
+    assert cam.shape == (2, *SHAPE)
+    assert np.isfinite(cam).all()
+    occ = occlusion_map(model, x, mask_size=4, overlap=0.0)
+    assert occ.shape == (2, *SHAPE)
+    pif = PIFNet(SHAPE, n_classes=2, channels=(2, 2, 2, 2), pif_channels=2, patch_size=1, n_pool=2).eval()
+    assert grad_cam(pif, x, "features.3").shape == (2, *SHAPE)
+
+
+def test_mc_dropout_keeps_batchnorm_in_eval(rng):
+    torch.manual_seed(0)
+    model = BaselineCNN(n_classes=2, channels=(2, 4), hidden=8, dropout=0.5)
+    enable_mc_dropout(model)
+    kinds = {type(m).__name__: m.training for m in model.modules() if type(m).__name__ in ("BatchNorm3d", "Dropout")}
+    assert kinds == {"BatchNorm3d": False, "Dropout": True}
+    bn = model.features[0][1]
+    before = bn.running_mean.clone()
+    x = rng.normal(size=(4, 1, *SHAPE)).astype(np.float32) + 3.0
+    out = mc_dropout_predict(model, x, n_passes=6, seed=1)
+    torch.testing.assert_close(bn.running_mean, before)  # BN statistics untouched
+    assert out["samples"].shape == (6, 4, 2)
+    assert out["samples"].std(0).max() > 0  # dropout made the passes differ
+    np.testing.assert_allclose(out["probs"].sum(1), 1, rtol=1e-5)
+    assert (out["entropy"] >= 0).all() and (out["entropy"] <= np.log(2) + 1e-6).all()
+    again = mc_dropout_predict(model, x, n_passes=6, seed=1)
+    np.testing.assert_allclose(again["samples"], out["samples"])  # seeded
+    assert not model.training and not any(m.training for m in model.modules())
+
+
+def test_saliency_mass_and_error_bins():
+    labels = np.zeros((4, 4, 4), int)
+    labels[1:3, 1:3, 1:3] = 5  # 8 of the 64 voxels... brain = all labelled voxels
+    labels[0] = 1
+    sal = np.zeros((4, 4, 4))
+    sal[1:3, 1:3, 1:3] = 1.0
+    sal[0, 0, 0] = 2.0
+    sal[3, 3, 3] = -4  # negative values ignored
+    out = saliency_mass(sal, labels, [5])
+    assert out["mass"] == pytest.approx(8 / 10)
+    assert out["chance"] == pytest.approx(8 / 24)
+    bins = error_by_uncertainty(np.array([0.1, 0.2, 0.6, 0.7]), np.array([1, 1, 0, 1]), n_bins=2)
+    assert bins["error_rate"].tolist() == [0.0, 0.5]
