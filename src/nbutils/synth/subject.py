@@ -1,0 +1,481 @@
+"""One synthetic subject: draw its parameters, then render it in MNI or native space."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from nbutils import anatomy
+
+from .base import STRUCTURES, BaseAnatomy, base_anatomy, head_grid, measure_base
+from .fields import (
+    FIELD_STEP_JAC,
+    Deformation,
+    RandomWarp,
+    apply,
+    grid_points,
+    invert,
+    soft_label_volumes,
+)
+from .scanner import SITES, Site, add_rician_noise, bias_field, contrast_curve, partial_volume_blur
+from .tumours import TUMOUR_CLASSES, Tumour, draw_tumour
+
+__all__ = ["DIAGNOSES", "Rendered", "SubjectSpec", "draw_subject", "render_subject", "solve_deformation"]
+
+DIAGNOSES = ("CN", "MCI", "AD", *TUMOUR_CLASSES)
+AGE_RANGE = (20.0, 86.0)
+#: Template (MNI152 2009, young adults) taken as age 25.
+TEMPLATE_AGE = 25.0
+#: Disease shrink of each structure relative to the hippocampal severity.
+DISEASE_WEIGHT = {"hippocampus": 1.0, "amygdala": 0.9, "entorhinal": 1.1, "parahippocampal": 0.6}
+#: Tolerance of the volume solve (relative).
+SOLVE_TOL = 0.004
+#: Most flow steps a structure field may take (caps ventricular enlargement).
+MAX_FLOW_STEPS = 4
+
+
+@dataclass
+class SubjectSpec:
+    """Everything random about one subject (drawn by :func:`draw_subject`).
+
+    ``severity`` is the requested disease shrink of the hippocampus (fraction
+    of its volume, relative to the same subject without disease); the other
+    medial temporal structures shrink by :data:`DISEASE_WEIGHT` times it.
+    """
+
+    index: int
+    participant_id: str
+    diagnosis: str
+    age: float
+    sex: str
+    site: str
+    severity: float
+    hemi_jitter: dict[str, float]
+    ventricle_jitter: float
+    thinning_jitter: float
+    warp_rms_mm: float
+    head_scale: np.ndarray
+    rotation_deg: np.ndarray
+    translation_mm: np.ndarray
+    skull_scale: float
+    snr: float
+    bias_strength: float
+    tissue_jitter: np.ndarray
+    tumour: Tumour | None
+    seeds: dict[str, int] = field(default_factory=dict)
+
+    def rng(self, what: str) -> np.random.Generator:
+        return np.random.default_rng(self.seeds[what])
+
+
+def _age(diagnosis: str, rng: np.random.Generator) -> float:
+    lo, hi = AGE_RANGE
+    if diagnosis == "CN":
+        return float(rng.uniform(lo, hi))
+    mean, sd, low = {
+        "MCI": (71, 7, 55), "AD": (74, 7, 55), "glioma": (55, 14, lo),
+        "meningioma": (58, 12, 25), "pituitary": (45, 14, lo),
+    }[diagnosis]
+    return float(np.clip(rng.normal(mean, sd), low, hi))
+
+
+def draw_subject(index: int, diagnosis: str, seed: int) -> SubjectSpec:
+    """Draw subject ``index`` of a cohort with ``seed`` (independent of everything else).
+
+    Each aspect (demographics, anatomy, tumour, scanner, noise) gets its own
+    generator seeded from ``(seed, index, aspect)``, so a subject is the same
+    whatever the cohort size, the number of jobs or the output space.
+    """
+    if diagnosis not in DIAGNOSES:
+        raise ValueError(f"unknown diagnosis {diagnosis!r}; choose one of {', '.join(DIAGNOSES)}")
+    seeds = {k: int(np.random.SeedSequence([seed, index, i]).generate_state(1)[0]) for i, k in enumerate(
+        ("demo", "anat", "tumour", "scan", "noise", "warp"))}
+    r = np.random.default_rng(seeds["demo"])
+    p_female = {"AD": 0.6, "meningioma": 0.67, "MCI": 0.5}.get(diagnosis, 0.52)
+    sex = "F" if r.uniform() < p_female else "M"
+    age = _age(diagnosis, r)
+    site = str(r.choice(sorted(SITES)))
+    a = np.random.default_rng(seeds["anat"])
+    severity = {
+        "AD": float(np.clip(a.normal(0.22, 0.06), 0.08, 0.4)),
+        "MCI": float(np.clip(a.normal(0.10, 0.04), 0.03, 0.2)),
+    }.get(diagnosis, 0.0)
+    hemi = {f"{s}_{h}": float(np.exp(a.normal(0, 0.08))) for s in DISEASE_WEIGHT for h in "LR"}
+    size = (1.025 if sex == "M" else 0.975) * float(np.exp(a.normal(0, 0.03)))
+    head_scale = size * np.exp(a.normal(0, 0.02, 3))
+    s = np.random.default_rng(seeds["scan"])
+    tumour = draw_tumour(diagnosis, np.random.default_rng(seeds["tumour"])) if diagnosis in TUMOUR_CLASSES else None
+    rot = s.uniform(-1, 1, 3)
+    rot *= s.uniform(0, 15) / max(np.abs(rot).max(), 1e-9)
+    return SubjectSpec(
+        index=index, participant_id=f"sub-{index + 1:04d}", diagnosis=diagnosis, age=round(age, 1), sex=sex,
+        site=site, severity=severity, hemi_jitter=hemi, ventricle_jitter=float(np.exp(a.normal(0, 0.18))),
+        thinning_jitter=float(np.exp(a.normal(0, 0.2))), warp_rms_mm=float(a.uniform(1.5, 3.0)),
+        head_scale=head_scale, rotation_deg=rot, translation_mm=s.uniform(-30, 30, 3),
+        skull_scale=float(s.uniform(0.85, 1.2)), snr=float(np.exp(s.uniform(np.log(12), np.log(40)))),
+        bias_strength=float(s.uniform(0.05, 0.2)), tissue_jitter=np.exp(s.normal(0, 0.03, 3)),
+        tumour=tumour, seeds=seeds,
+    )
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+def target_ratios(spec: SubjectSpec) -> dict[str, float]:
+    """Requested volume ratio of each controlled structure vs. the subject's young, healthy anatomy."""
+    years = max(spec.age - 45.0, 0.0)
+    out = {}
+    for name in STRUCTURES:
+        if name == "ventricles":
+            continue
+        kind, hemi = name.rsplit("_", 1)
+        ageing = 1.0 - {"hippocampus": 0.004, "amygdala": 0.003}.get(kind, 0.002) * years
+        disease = 1.0 - min(DISEASE_WEIGHT[kind] * spec.severity * spec.hemi_jitter[name], 0.6)
+        out[name] = ageing * disease
+    out["ventricles"] = (
+        float(np.exp(0.017 * (spec.age - TEMPLATE_AGE))) * spec.ventricle_jitter * (1.0 + 1.5 * spec.severity)
+    )
+    return out
+
+
+@lru_cache(maxsize=1)
+def _solve_points() -> tuple[np.ndarray, float]:
+    """2 mm points that can carry a controlled structure (within 14 mm of one)."""
+    mb = measure_base()
+    ids = [i for v in mb.structure_labels.values() for i in v]
+    near = ndi.distance_transform_edt(~np.isin(mb.labels, ids), sampling=mb.grid.resolution) <= 14.0
+    return mb.grid.world_coords(np.argwhere(near).astype(float)), mb.grid.voxel_volume
+
+
+@lru_cache(maxsize=1)
+def _sensitivity() -> dict[str, float]:
+    """Relative volume change per unit amplitude of each structure field, on the template."""
+    fields = measure_base().fields
+    v0 = _group_volumes(Deformation())
+    step = {n: (-0.2 if n == "ventricles" else 0.2) * FIELD_STEP_JAC / f.max_jac for n, f in fields.items()}
+    v1 = _group_volumes(Deformation(amplitudes=step))
+    return {n: (v1[n] / v0[n] - 1.0) / step[n] for n in fields}
+
+
+def _group_volumes(deformation: Deformation) -> dict[str, float]:
+    pts, cell = _solve_points()
+    vol = soft_label_volumes(deformation.structural(pts), cell)
+    return {n: float(vol[list(ids)].sum()) for n, ids in measure_base().structure_labels.items()}
+
+
+def solve_deformation(spec: SubjectSpec, n_iter: int = 8) -> tuple[Deformation, dict[str, dict[str, float]]]:
+    """The subject's deformation, with structure amplitudes solved so volumes match the request.
+
+    Returns
+    -------
+    deformation : Deformation
+    report : dict
+        Per structure: ``baseline_mm3`` (random warp only), ``target_ratio``,
+        ``achieved_ratio``, ``amplitude``.
+    """
+    warp = RandomWarp.draw(spec.rng("warp"), spec.warp_rms_mm)
+    deformation = Deformation(warp=warp)
+    fields = measure_base().fields
+    v0 = _group_volumes(deformation)
+    ratios = target_ratios(spec)
+    target = {n: v0[n] * ratios[n] for n in fields}
+    cap = {n: MAX_FLOW_STEPS * FIELD_STEP_JAC / f.max_jac for n, f in fields.items()}
+    tol = {n: 0.02 if n == "ventricles" else SOLVE_TOL for n in fields}
+    k = _sensitivity()
+    a_prev, v_prev = dict.fromkeys(fields, 0.0), v0
+    amps = {n: float(np.clip((ratios[n] - 1.0) / k[n], -cap[n], cap[n])) for n in fields}
+    for _ in range(n_iter):
+        deformation.amplitudes = dict(amps)
+        v = _group_volumes(deformation)
+        done = {
+            n: abs(v[n] / target[n] - 1.0) < tol[n] or (abs(amps[n]) >= cap[n] - 1e-9 and (v[n] - target[n]) * amps[n] < 0)
+            for n in fields
+        }
+        if all(done.values()):
+            break
+        new = {}
+        for n in fields:
+            dv, da = v[n] - v_prev[n], amps[n] - a_prev[n]
+            slope = dv / da if abs(da) > 1e-9 and dv / da < 0 else k[n] * v[n]
+            new[n] = amps[n] if done[n] else float(np.clip(amps[n] + (target[n] - v[n]) / slope, -cap[n], cap[n]))
+        a_prev, v_prev, amps = amps, v, new
+    deformation.amplitudes = dict(amps)
+    v = _group_volumes(deformation)
+    report = {
+        n: {"baseline_mm3": v0[n], "target_ratio": ratios[n], "achieved_ratio": v[n] / v0[n], "amplitude": amps[n]}
+        for n in fields
+    }
+    if spec.tumour is not None:
+        deformation.mass = spec.tumour.mass_effect()
+    return deformation, report
+
+
+# --------------------------------------------------------------------------- intensities
+
+
+def _tissue_intensity(base: BaseAnatomy, spec: SubjectSpec, site: Site, head: bool) -> np.ndarray:
+    """Subject's T1 (before contrast curve) in template space, with age/disease cortical thinning."""
+    thin = 0.16 * np.clip((spec.age - TEMPLATE_AGE) / 60.0, 0, 1.2) * spec.thinning_jitter + 0.25 * spec.severity
+    loss = base.gm * np.clip(thin * base.cortex, 0, 0.8)
+    mu_c, mu_g, mu_w = np.array([site.csf, site.gm, site.wm]) * spec.tissue_jitter
+    img = mu_c * (base.csf + loss) + mu_g * (base.gm - loss) + mu_w * base.wm
+    img += 0.6 * (mu_w - mu_c) * base.texture
+    img *= base.mask
+    if head:
+        d = base.outside_mm / spec.skull_scale
+        layers = [(1.5, mu_c), (3.0, 0.04), (6.0, 0.5), (7.5, 0.04), (11.0, site.fat), (14.0, 0.45)]
+        out = np.zeros_like(d)
+        for edge, value in reversed(layers):
+            out[d < edge] = value
+        world = base.grid.world_coords(np.zeros(3))
+        z = world[2] + np.arange(base.grid.shape[2]) * base.grid.resolution
+        y = world[1] + np.arange(base.grid.shape[1]) * base.grid.resolution
+        x = world[0] + np.arange(base.grid.shape[0]) * base.grid.resolution
+        ell = (x[:, None, None] / 52.0) ** 2 + ((y[None, :, None] + 18.0) / 58.0) ** 2 + 0 * z[None, None, :]
+        neck = (z[None, None, :] < -40) & (ell < 1.0)
+        out = np.where(neck & (out == 0), np.where(ell > 0.8, site.fat, 0.45), out)
+        img = np.where(base.mask > 0, img, out)
+    return img.astype(np.float32)
+
+
+def _tumour_intensity(site: Site) -> dict[int, float]:
+    c, g, w = site.csf, site.gm, site.wm
+    return {1: c + 0.15 * (g - c), 2: c + 0.8 * (g - c), 3: g + 0.35 * (w - g)}
+
+
+_SOLID = {"glioma": None, "meningioma": 0.92, "pituitary": 0.97}
+
+
+@dataclass
+class Rendered:
+    """A rendered subject.
+
+    ``t1``, ``mask``, ``tumour``, ``labels`` are arrays on ``affine``;
+    ``to_mni`` (native only) is the true transform, ``regions`` the true volumes.
+    """
+
+    t1: np.ndarray
+    mask: np.ndarray
+    tumour: np.ndarray
+    labels: np.ndarray
+    affine: np.ndarray
+    regions: pd.DataFrame
+    report: dict
+    to_mni: dict | None = None
+
+
+def _sample(arr: np.ndarray, grid: anatomy.Grid, points: np.ndarray, order: int = 1) -> np.ndarray:
+    idx = ((points - grid.affine[:3, 3]) / grid.resolution).T
+    return ndi.map_coordinates(arr, idx, order=order, mode="constant", cval=0.0, prefilter=False)
+
+
+def _pullbacks(deformation: Deformation, points: np.ndarray, base: BaseAnatomy) -> tuple[np.ndarray, np.ndarray]:
+    """Structural and full pull-back of points, and the intracranial mask (0–1) at them."""
+    y_struct = deformation.structural(points)
+    icv = _sample(base.mask, base.grid, y_struct)
+    y_full = y_struct
+    if deformation.mass is not None:
+        moved_pts = deformation.mass(points)
+        moved = np.any(np.abs(moved_pts - points) > 1e-3, axis=1) & (icv > 0.5)
+        y_full = y_struct.copy()
+        y_full[moved] = deformation.structural(moved_pts[moved])
+    return y_struct, y_full, icv
+
+
+def _paint_tumour(
+    spec: SubjectSpec, points: np.ndarray, y_full: np.ndarray, icv: np.ndarray, base: BaseAnatomy
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tumour labels at points (zeros where none) and the index of points near the tumour."""
+    lab = np.zeros(len(points), np.uint8)
+    if spec.tumour is None:
+        return lab, np.zeros(0, int)
+    near = np.flatnonzero(spec.tumour.near(points))
+    wm = _sample(base.wm, base.grid, y_full[near])
+    lab[near] = spec.tumour.labels(points[near], wm, icv[near])
+    return lab, near
+
+
+def _regions(volumes: np.ndarray, det: float) -> pd.DataFrame:
+    table = measure_base().label_table[["index", "name", "hemisphere"]].copy()
+    mni = volumes[table["index"].to_numpy()]
+    table["volume_mm3"] = np.round(mni * det, 2)
+    table["volume_mni_mm3"] = np.round(mni, 2)
+    return table.reset_index(drop=True)
+
+
+def _apply_tumour(img: np.ndarray, tum: np.ndarray, spec: SubjectSpec, site: Site) -> np.ndarray:
+    if spec.tumour is None or not tum.any():
+        return img
+    mu = _tumour_intensity(site)
+    if _SOLID[spec.tumour.kind] is not None:
+        mu[2] = _SOLID[spec.tumour.kind] * site.gm
+    mu = {k: v * float(np.mean(spec.tissue_jitter)) for k, v in mu.items()}
+    out = img.copy()
+    oed = tum == 3
+    out[oed] = np.minimum(out[oed], 0.4 * out[oed] + 0.6 * mu[3])
+    for k in (1, 2):
+        out[tum == k] = mu[k]
+    return out
+
+
+def render_mni(spec: SubjectSpec, resolution: float = 2.0) -> Rendered:
+    """Render a subject on ``standard_grid(resolution)``: skull-stripped, bias-free, z-scored in the brain."""
+    grid = anatomy.standard_grid(resolution)
+    base = base_anatomy(grid)
+    site = SITES[spec.site]
+    deformation, report = solve_deformation(spec)
+    points = grid_points(grid)
+    y_struct, y_full, icv = _pullbacks(deformation, points, base)
+    tum, _ = _paint_tumour(spec, points, y_full, icv, base)
+    intensity = _sample(_tissue_intensity(base, spec, site, head=False), grid, y_full)
+    intensity = _apply_tumour(intensity, tum, spec, site)
+    labels = _sample(base.labels, grid, y_full, order=0).astype(np.int16)
+    labels[(tum == 1) | (tum == 2)] = 0
+    mask = (icv > 0.5) | (tum > 0)
+    labels[~mask] = 0
+    shape = grid.shape
+    img = contrast_curve(intensity.reshape(shape), site)
+    img = partial_volume_blur(img, 0.35)
+    noise_sigma = float(site.wm**site.gamma / spec.snr * (1.0 / resolution) ** 1.5)
+    img = add_rician_noise(img, noise_sigma, spec.rng("noise"))
+    mask3 = mask.reshape(shape)
+    vals = img[mask3]
+    img = np.where(mask3, (img - vals.mean()) / max(float(vals.std()), 1e-6), 0.0).astype(np.float32)
+    if resolution == 2.0:
+        vol_pts, vol_y, vol_tum = points, y_full, tum
+    else:
+        g2 = anatomy.standard_grid(2.0)
+        vol_pts = grid_points(g2)
+        _, vol_y, icv2 = _pullbacks(deformation, vol_pts, base_anatomy(g2))
+        vol_tum, _ = _paint_tumour(spec, vol_pts, vol_y, icv2, base_anatomy(g2))
+    weights = ((vol_tum != 1) & (vol_tum != 2)).astype(float)
+    volumes = soft_label_volumes(vol_y, 8.0, weights)
+    det = float(np.prod(spec.head_scale))
+    return Rendered(
+        t1=img, mask=mask3.astype(np.uint8), tumour=tum.reshape(shape), labels=labels.reshape(shape),
+        affine=grid.affine, regions=_regions(volumes, det), report=report,
+    )
+
+
+# --------------------------------------------------------------------------- native space
+
+
+def _rotation(deg: np.ndarray) -> np.ndarray:
+    ax, ay, az = np.deg2rad(deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def subject_to_scanner(spec: SubjectSpec) -> np.ndarray:
+    """4x4 affine from the subject's MNI-aligned mm to scanner mm (head size, then pose)."""
+    aff = np.eye(4)
+    aff[:3, :3] = _rotation(spec.rotation_deg) @ np.diag(spec.head_scale)
+    aff[:3, 3] = spec.translation_mm
+    return aff
+
+
+@lru_cache(maxsize=1)
+def _head_surface() -> np.ndarray:
+    g = head_grid(4.0)
+    base = base_anatomy(head_grid(1.0))
+    d = ndi.zoom(base.outside_mm, 0.25, order=1)[: g.shape[0], : g.shape[1], : g.shape[2]]
+    head = d < 15.0
+    return g.world_coords(np.argwhere(head & ~ndi.binary_erosion(head)).astype(float))
+
+
+def native_affine(spec: SubjectSpec) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Voxel-to-scanner affine and shape of the subject's native image (site voxel size/orientation)."""
+    site = SITES[spec.site]
+    pts = apply(subject_to_scanner(spec), _head_surface())
+    lo, hi = pts.min(0) - 10.0, pts.max(0) + 10.0
+    axes = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
+    aff = np.zeros((4, 4))
+    aff[3, 3] = 1.0
+    shape = []
+    for k, code in enumerate(site.orientation):
+        world_axis, sign = axes[code]
+        zoom = site.voxel_mm[k]
+        n = int(np.ceil((hi[world_axis] - lo[world_axis]) / zoom)) + 1
+        aff[world_axis, k] = sign * zoom
+        aff[world_axis, 3] = lo[world_axis] if sign > 0 else hi[world_axis]
+        shape.append(n)
+    return aff, tuple(shape)
+
+
+def render_native(spec: SubjectSpec) -> Rendered:
+    """Render a whole-head scanner-space image (scalp, skull, pose, bias, site voxels/orientation)."""
+    site = SITES[spec.site]
+    hbase = base_anatomy(head_grid(1.0))
+    g2 = head_grid(2.0)
+    base2 = base_anatomy(g2)
+    deformation, report = solve_deformation(spec)
+    # pull-backs on a 2 mm subject grid, then interpolated at the native voxels
+    pts2 = grid_points(g2)
+    y_struct2, y_full2, icv2 = _pullbacks(deformation, pts2, base2)
+    tum2, _ = _paint_tumour(spec, pts2, y_full2, icv2, base2)
+    weights = ((tum2 != 1) & (tum2 != 2)).astype(float)
+    volumes = soft_label_volumes(y_full2, g2.voxel_volume, weights)
+    aff, shape = native_affine(spec)
+    to_subject = np.linalg.inv(subject_to_scanner(spec)) @ aff
+    ijk = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    m = apply(to_subject, ijk).astype(np.float32)
+    del ijk
+    idx = ((m - g2.affine[:3, 3]) / g2.resolution).T.astype(np.float32)
+    y = np.empty_like(m)
+    yf = y_full2.reshape(*g2.shape, 3)
+    for k in range(3):
+        y[:, k] = ndi.map_coordinates(yf[..., k], idx, order=1, mode="nearest", prefilter=False)
+    icv = ndi.map_coordinates(icv2.reshape(g2.shape).astype(np.float32), idx, order=1, prefilter=False)
+    del idx
+    tum, _ = _paint_tumour(spec, m, y, icv, hbase)
+    intensity = _sample(_tissue_intensity(hbase, spec, site, head=True), hbase.grid, y)
+    intensity = _apply_tumour(intensity, tum, spec, site)
+    labels = _sample(hbase.labels, hbase.grid, y, order=0).astype(np.int16)
+    del y, m
+    mask = (icv > 0.5) | (tum > 0)
+    labels[~mask | (tum == 1) | (tum == 2)] = 0
+    img = contrast_curve(intensity.reshape(shape), site)
+    img = partial_volume_blur(img, 0.5)
+    img *= bias_field(shape, spec.rng("scan"), spec.bias_strength)
+    img = add_rician_noise(img, float(site.wm**site.gamma / spec.snr), spec.rng("noise"))
+    t1 = np.clip(img * site.scale, 0, 32767).astype(np.int16)
+    to_mni = _true_transform(spec, deformation)
+    return Rendered(
+        t1=t1, mask=mask.reshape(shape).astype(np.uint8), tumour=tum.reshape(shape),
+        labels=labels.reshape(shape), affine=aff,
+        regions=_regions(volumes, float(np.prod(spec.head_scale))), report=report, to_mni=to_mni,
+    )
+
+
+def _true_transform(spec: SubjectSpec, deformation: Deformation) -> dict:
+    """Scanner mm of every point of the 2 mm MNI grid, and the affine part of the transform."""
+    grid = anatomy.standard_grid(2.0)
+    y = grid_points(grid)
+    m = invert(deformation.structural, y)
+    s = apply(subject_to_scanner(spec), m)
+    return {
+        "grid": grid,
+        "coords": s.reshape(*grid.shape, 3).astype(np.float32),
+        "affine": np.linalg.inv(subject_to_scanner(spec)),
+    }
+
+
+def render_subject(spec: SubjectSpec, space: str = "mni", resolution: float = 2.0) -> Rendered:
+    """Render ``spec`` in ``"mni"`` (standard grid at ``resolution``) or ``"native"`` space."""
+    if space == "mni":
+        return render_mni(spec, resolution)
+    if space == "native":
+        return render_native(spec)
+    raise ValueError(f"space must be 'mni' or 'native', got {space!r}")
+
+
+def without_disease(spec: SubjectSpec) -> SubjectSpec:
+    """The same subject with no disease shrink (for before/after comparisons)."""
+    return dataclasses.replace(spec, severity=0.0)
