@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .deviation import (
+    VoxelNorm,
     binarise,
     dice,
     fit_voxel_norm,
@@ -35,6 +36,7 @@ from .stats import NormativeStats
 
 __all__ = [
     "DEFAULT_POSTPROCESSING",
+    "METHODS",
     "SubjectDeviation",
     "analyse_volume",
     "atlas_arrays",
@@ -42,6 +44,9 @@ __all__ = [
     "detection_summary",
     "deviation_maps",
     "fit_normative_stats",
+    "healthy_thresholds",
+    "method_scores",
+    "profile_correlation",
     "regional_profiles",
 ]
 
@@ -76,6 +81,7 @@ def fit_normative_stats(
     postprocessing: dict | None = None,
     measure: str = "mean_z",
     min_region_voxels: int = 5,
+    calibrate: bool = True,
     provenance: dict | None = None,
     progress: bool = False,
 ) -> NormativeStats:
@@ -104,6 +110,9 @@ def fit_normative_stats(
         Region measure for the profile.
     min_region_voxels : int
         Smaller regions are left out of the profile.
+    calibrate : bool
+        Scale the residual SD map by one factor so that 5 % of the healthy
+        leave-one-out ``|z|`` exceed 1.96 (stored as ``calibration_factor``).
     provenance : dict, optional
         Stored with the statistics (checkpoint, data source, ...).
     """
@@ -119,12 +128,20 @@ def fit_normative_stats(
         ref_z = leave_one_out_z(res, mask, sigma, map_sigma)
     else:  # too few for leave-one-out: in-sample (optimistic) reference
         ref_z = norm.z(res)
+    # Calibration on healthy data only: with few reference subjects z has heavier tails
+    # than N(0, 1); one global factor makes 5 % of leave-one-out |z| exceed 1.96.
+    factor = 1.0
+    if calibrate:
+        factor = max(float(np.quantile(np.abs(ref_z[:, mask]), 0.95)) / 1.959964, 1e-3)
+        norm = VoxelNorm(norm.mean, (norm.sd * factor).astype(np.float32), mask, norm.sigma, norm.n)
+        ref_z = ref_z / factor
     healthy = _scores(ref_z, mask, post)
     thresholds = {f"fpr_{f:g}": threshold_at_fpr(healthy, mask, f) for f in FPRS}
     intensity = fit_voxel_norm(train_volumes, mask, sigma, map_sigma)
     labels, regions = atlas_data if atlas_data is not None else atlas_arrays(atlas, resolution)
     regional = fit_regional_reference(ref_z, labels, regions, mask, measure, min_region_voxels)
-    prov = {"n_validation": len(val_volumes), "n_train": len(train_volumes), **(provenance or {})}
+    prov = {"n_validation": len(val_volumes), "n_train": len(train_volumes),
+            "calibration_factor": factor, **(provenance or {})}
     return NormativeStats(
         residual=norm,
         intensity=intensity,
@@ -230,6 +247,7 @@ def build_normative_model(
     strategy: str = "auto",
     num_nodes: int = 1,
     limit_train_batches: int | float | None = None,
+    max_minutes: float | None = None,
     stats_options: dict | None = None,
     data_source: str = "",
     progress: bool = True,
@@ -247,7 +265,8 @@ def build_normative_model(
     result = train_autoencoder(
         table, out_dir, model=model, data=data, max_epochs=max_epochs, patience=patience,
         seed=seed, accelerator=accelerator, devices=devices, strategy=strategy,
-        num_nodes=num_nodes, limit_train_batches=limit_train_batches, progress=progress,
+        num_nodes=num_nodes, limit_train_batches=limit_train_batches, max_minutes=max_minutes,
+        progress=progress,
     )
     net = load_autoencoder(result.best_checkpoint)
     subjects = pd.read_csv(Path(out_dir) / "subjects.tsv", sep="\t")
@@ -329,3 +348,69 @@ def detection_summary(
             "dice_at_threshold": float(np.mean(dices)), "threshold": thresholds[name],
         })  # fmt: skip
     return pd.DataFrame(rows), pd.DataFrame(per)
+
+
+#: Detection methods compared in notebook 03, baselines first (Meissen et al. 2021).
+METHODS = ("intensity", "voxel_z", "autoencoder")
+
+
+def method_scores(model, stats: NormativeStats, volumes: np.ndarray) -> dict[str, np.ndarray]:
+    """Post-processed anomaly scores of the three methods for scans ``(N, X, Y, Z)``.
+
+    * ``intensity`` — baseline (a): ``|x|`` of the standardised image, no model;
+    * ``voxel_z`` — baseline (b): voxel z of intensities against the healthy
+      training scans, no network;
+    * ``autoencoder`` — voxel z of the autoencoder residual.
+
+    All use the same score kind and post-processing (``stats.postprocessing``).
+    """
+    post, mask = stats.postprocessing, stats.mask
+    volumes = np.asarray(volumes, dtype=np.float32)
+    _, z = deviation_maps(model, stats, volumes)
+    return {
+        "intensity": postprocess(np.abs(volumes), mask, post["median_size"], post["erode"]),
+        "voxel_z": _scores(stats.intensity.z(volumes), mask, post),
+        "autoencoder": _scores(z, mask, post),
+    }
+
+
+def healthy_thresholds(
+    stats: NormativeStats, val_scores: dict[str, np.ndarray], fpr: float = 0.05
+) -> dict[str, float]:
+    """Thresholds at a healthy voxel FPR for each method, from healthy validation scans.
+
+    The autoencoder's comes from ``stats`` (leave-one-out on the validation
+    scans, which also define its norm); the baselines' from ``val_scores``
+    (their norms come from the training scans, so validation scans are unseen).
+    """
+    out = {k: threshold_at_fpr(v, stats.mask, fpr) for k, v in val_scores.items()}
+    out["autoencoder"] = stats.thresholds[f"fpr_{fpr:g}"]
+    return out
+
+
+def profile_correlation(profiles: list[np.ndarray]) -> pd.DataFrame:
+    """Pearson correlation of regional profiles between model replicates.
+
+    Parameters
+    ----------
+    profiles : list of array ``(N, R)``
+        The same N subjects and R regions, one array per retrained model.
+
+    Returns
+    -------
+    DataFrame
+        One row per pair of replicates: ``a``, ``b``, ``r_all`` (all subject x
+        region values pooled) and ``r_subject_mean`` (mean over subjects of the
+        per-subject correlation).
+    """
+    rows = []
+    for a in range(len(profiles)):
+        for b in range(a + 1, len(profiles)):
+            pa, pb = np.asarray(profiles[a], float), np.asarray(profiles[b], float)
+            if pa.shape != pb.shape:
+                raise ValueError(f"profiles {a} and {b} differ in shape: {pa.shape} vs {pb.shape}")
+            ok = np.isfinite(pa) & np.isfinite(pb)
+            r_all = float(np.corrcoef(pa[ok], pb[ok])[0, 1])
+            per = [np.corrcoef(x[m], y[m])[0, 1] for x, y, m in zip(pa, pb, ok, strict=True)]
+            rows.append({"a": a, "b": b, "r_all": r_all, "r_subject_mean": float(np.nanmean(per))})
+    return pd.DataFrame(rows)

@@ -32,6 +32,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -78,6 +79,7 @@ def train_autoencoder(
     num_nodes: int = 1,
     precision: str = "32-true",
     limit_train_batches: int | float | None = None,
+    max_minutes: float | None = None,
     progress: bool = True,
 ) -> TrainResult | None:
     """Train :class:`~nbutils.normative.model.NormativeAutoencoder` on healthy scans.
@@ -101,6 +103,8 @@ def train_autoencoder(
         Passed to :class:`pytorch_lightning.Trainer`.
     limit_train_batches : int or float, optional
         Passed to the Trainer (handy for smoke runs).
+    max_minutes : float, optional
+        Wall-clock limit of training (Lightning ``max_time``); keeps a time budget.
     progress : bool
         Show Lightning's progress bar.
 
@@ -142,6 +146,7 @@ def train_autoencoder(
         num_nodes=num_nodes,
         precision=precision,
         max_epochs=max_epochs,
+        max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
         callbacks=[ckpt, stop],
         logger=logger,
         deterministic=True,
@@ -165,6 +170,7 @@ def train_autoencoder(
         "best_val_loss": float(best_score) if best_score is not None else float("nan"),
         "seed": seed,
         "max_epochs": max_epochs,
+        "max_minutes": max_minutes,
         "patience": patience,
         "accelerator": accelerator,
         "devices": devices,
@@ -254,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="auto")
     p.add_argument("--num-nodes", type=int, default=1)
     p.add_argument("--limit-train-batches", type=float, default=None)
+    p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -278,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         strategy=args.strategy,
         num_nodes=args.num_nodes,
         limit_train_batches=limit,
+        max_minutes=args.max_minutes,
         progress=not args.no_progress,
     )
     if result is not None:
