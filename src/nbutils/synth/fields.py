@@ -72,7 +72,7 @@ class MassEffect:
     def __call__(self, points: np.ndarray) -> np.ndarray:
         d = (points - self.centre) / self.axes
         r = np.sqrt((d**2).sum(1))
-        near = r < self.radius + 4 * self.taper_mm
+        near = r < self.radius + 2.5 * self.taper_mm
         out = points.copy()
         if not near.any():
             return out

@@ -424,21 +424,29 @@ def render_native(spec: SubjectSpec) -> Rendered:
     volumes = soft_label_volumes(y_full2, g2.voxel_volume, weights)
     aff, shape = native_affine(spec)
     to_subject = np.linalg.inv(subject_to_scanner(spec)) @ aff
-    ijk = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), -1).reshape(-1, 3)
-    m = apply(to_subject, ijk).astype(np.float32)
-    del ijk
-    idx = ((m - g2.affine[:3, 3]) / g2.resolution).T.astype(np.float32)
-    y = np.empty_like(m)
-    yf = y_full2.reshape(*g2.shape, 3)
+    hb = hbase.grid
+    # composed pull-back in 1 mm head-grid voxel units, interpolated at every native voxel
+    yv = ((y_full2 - hb.affine[:3, 3]) / hb.resolution).astype(np.float32).reshape(*g2.shape, 3)
+    idx = _native_index(np.linalg.inv(g2.affine) @ to_subject, shape)
+    y = np.empty(idx.shape, np.float32)
     for k in range(3):
-        y[:, k] = ndi.map_coordinates(yf[..., k], idx, order=1, mode="nearest", prefilter=False)
-    icv = ndi.map_coordinates(icv2.reshape(g2.shape).astype(np.float32), idx, order=1, prefilter=False)
-    del idx
-    tum, _ = _paint_tumour(spec, m, y, icv, hbase)
-    intensity = _sample(_tissue_intensity(hbase, spec, site, head=True), hbase.grid, y)
+        ndi.map_coordinates(yv[..., k], idx, output=y[k], order=1, mode="nearest", prefilter=False)
+    icv = ndi.map_coordinates(
+        icv2.reshape(g2.shape).astype(np.float32), idx, output=np.float32, order=1, prefilter=False
+    )
+    del idx, yv
+    intensity = ndi.map_coordinates(
+        _tissue_intensity(hbase, spec, site, head=True), y, output=np.float32, order=1, prefilter=False
+    )
+    labels = ndi.map_coordinates(hbase.labels, y, order=0, prefilter=False).astype(np.int16)
+    tum = np.zeros(intensity.size, np.uint8)
+    if spec.tumour is not None:
+        sub = _native_box(spec.tumour, np.linalg.inv(to_subject), shape)
+        m = apply(to_subject, np.stack(np.unravel_index(sub, shape), 1).astype(float))
+        wm = ndi.map_coordinates(hbase.wm, y[:, sub], order=1, prefilter=False)
+        tum[sub] = spec.tumour.labels(m, wm, icv[sub])
+    del y
     intensity = _apply_tumour(intensity, tum, spec, site)
-    labels = _sample(hbase.labels, hbase.grid, y, order=0).astype(np.int16)
-    del y, m
     mask = (icv > 0.5) | (tum > 0)
     labels[~mask | (tum == 1) | (tum == 2)] = 0
     img = contrast_curve(intensity.reshape(shape), site)
@@ -454,12 +462,40 @@ def render_native(spec: SubjectSpec) -> Rendered:
     )
 
 
+def _native_index(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """``affine`` applied to every voxel index of ``shape``, as ``(3, N)`` float32 (separable, fast)."""
+    i, j, k = (np.arange(n, dtype=np.float32) for n in shape)
+    out = np.empty((3, *shape), np.float32)
+    a = affine.astype(np.float32)
+    for c in range(3):
+        out[c] = a[c, 0] * i[:, None, None] + a[c, 1] * j[None, :, None] + (a[c, 2] * k + a[c, 3])[None, None, :]
+    return out.reshape(3, -1)
+
+
+def _native_box(tumour: Tumour, to_native: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Flat indices of the native voxels in the tumour's bounding box."""
+    e = tumour.extent_mm
+    corners = tumour.centre + e * np.array(list(np.ndindex(2, 2, 2))) * 2 - e
+    ijk = apply(to_native, corners)
+    lo = np.clip(np.floor(ijk.min(0)).astype(int), 0, shape)
+    hi = np.clip(np.ceil(ijk.max(0)).astype(int) + 1, 0, shape)
+    grid = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi, strict=True)], indexing="ij")
+    return np.ravel_multi_index(tuple(g.ravel() for g in grid), shape)
+
+
 def _true_transform(spec: SubjectSpec, deformation: Deformation) -> dict:
-    """Scanner mm of every point of the 2 mm MNI grid, and the affine part of the transform."""
+    """Scanner mm of every point of the 2 mm MNI grid, and the affine part of the transform.
+
+    The structural warp is inverted on a 4 mm lattice of the grid and
+    interpolated (it is smooth), then mapped to the scanner by head size and pose.
+    """
     grid = anatomy.standard_grid(2.0)
-    y = grid_points(grid)
-    m = invert(deformation.structural, y)
-    s = apply(subject_to_scanner(spec), m)
+    coarse_shape = tuple(n // 2 + 1 for n in grid.shape)
+    y = grid_points(anatomy.Grid(coarse_shape, grid.affine @ np.diag([2, 2, 2, 1.0]), 4.0))
+    m = invert(deformation.structural, y).reshape(*coarse_shape, 3)
+    idx = np.stack(np.meshgrid(*[np.arange(n) / 2.0 for n in grid.shape], indexing="ij")).reshape(3, -1)
+    fine = np.stack([ndi.map_coordinates(m[..., k], idx, order=1, prefilter=False) for k in range(3)], 1)
+    s = apply(subject_to_scanner(spec), fine)
     return {
         "grid": grid,
         "coords": s.reshape(*grid.shape, 3).astype(np.float32),
