@@ -1,0 +1,190 @@
+"""Tests of the synthetic cohort generator (tiny cohorts, mostly on the coarse 4 mm grid)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+from scipy.stats import spearmanr
+
+from nbutils import anatomy
+from nbutils.synth import (
+    SITES,
+    draw_subject,
+    ensure_cohort,
+    generate_cohort,
+    native_to_mni,
+    subject_paths,
+)
+from nbutils.synth.cohort import MANIFEST, assign_diagnoses
+from nbutils.synth.subject import render_mni, without_disease
+
+#: Measured disease shrink must match the request within this (absolute fraction of volume).
+SHRINK_TOL = 0.02
+
+
+@pytest.fixture(scope="module")
+def mni_cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mni")
+    return generate_cohort(root, n_healthy=10, n_mci=0, n_ad=2, n_tumour=3, space="mni", seed=3,
+                           resolution=4.0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def native_cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("native")
+    return generate_cohort(root, n_healthy=2, n_mci=0, n_ad=0, n_tumour=1, space="native", seed=1,
+                           progress=False)
+
+
+def test_layout_and_participants(mni_cohort):
+    table = pd.read_csv(mni_cohort / "participants.tsv", sep="\t")
+    assert list(table.columns[:5]) == ["participant_id", "age", "sex", "site", "diagnosis"]
+    assert table["diagnosis"].value_counts().to_dict() == {"CN": 10, "AD": 2, "glioma": 1, "meningioma": 1, "pituitary": 1}
+    assert set(table["site"]) <= set(SITES)
+    assert table["age"].between(20, 86).all()
+    assert "SYNTHETIC" in json.loads((mni_cohort / "participants.json").read_text())["Synthetic"]
+    for pid in table["participant_id"]:
+        paths = subject_paths(mni_cohort, pid)
+        for key in ("t1w", "mask", "tumour", "atlas", "regions", "truth"):
+            assert paths[key].exists(), paths[key]
+        img = nib.load(paths["t1w"])
+        assert img.shape == anatomy.standard_grid(4.0).shape
+        np.testing.assert_allclose(img.affine, anatomy.standard_grid(4.0).affine)
+        assert list(pd.read_csv(paths["regions"], sep="\t").columns[:4]) == ["index", "name", "hemisphere", "volume_mm3"]
+
+
+def test_mni_images_are_zscored_in_brain(mni_cohort):
+    paths = subject_paths(mni_cohort, "sub-0001")
+    t1 = nib.load(paths["t1w"]).get_fdata()
+    mask = nib.load(paths["mask"]).get_fdata() > 0
+    assert abs(t1[mask].mean()) < 1e-3 and abs(t1[mask].std() - 1) < 1e-3
+    assert np.all(t1[~mask] == 0)
+
+
+def test_tumour_split_is_even():
+    dx = assign_diagnoses(1, 0, 0, 7, seed=0)
+    assert [dx.count(k) for k in ("glioma", "meningioma", "pituitary")] == [3, 2, 2]
+    with pytest.raises(ValueError, match="n_mci"):
+        assign_diagnoses(1, -1, 0, 0, seed=0)
+
+
+def test_same_seed_identical_different_seed_differs():
+    a = render_mni(draw_subject(2, "AD", seed=5), 4.0)
+    b = render_mni(draw_subject(2, "AD", seed=5), 4.0)
+    c = render_mni(draw_subject(2, "AD", seed=6), 4.0)
+    np.testing.assert_array_equal(a.t1, b.t1)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.t1, c.t1)
+
+
+def test_ensure_cohort_reuses_and_regenerates(tmp_path):
+    kw = dict(n_healthy=1, n_mci=0, n_ad=0, n_tumour=0, space="mni", seed=0, resolution=4.0, progress=False)
+    ensure_cohort(tmp_path, **kw)
+    stamp = (tmp_path / MANIFEST).stat().st_mtime_ns
+    ensure_cohort(tmp_path, **kw)
+    assert (tmp_path / MANIFEST).stat().st_mtime_ns == stamp
+    ensure_cohort(tmp_path, **{**kw, "seed": 1})
+    assert json.loads((tmp_path / MANIFEST).read_text())["args"]["seed"] == 1
+
+
+def _hippocampus(regions: pd.DataFrame) -> float:
+    return float(regions.loc[regions["name"].str.contains("Hippocampus"), "volume_mm3"].sum())
+
+
+def test_ad_hippocampus_shrinks_by_requested_fraction():
+    spec = draw_subject(0, "AD", seed=11)
+    assert spec.severity > 0.05
+    ad = render_mni(spec, 2.0)
+    healthy = render_mni(without_disease(spec), 2.0)
+    for hemi in ("Left", "Right"):
+        name = f"{hemi}_Hippocampus"
+        measured = 1 - (
+            ad.regions.set_index("name").loc[name, "volume_mm3"]
+            / healthy.regions.set_index("name").loc[name, "volume_mm3"]
+        )
+        requested = spec.severity * spec.hemi_jitter[f"hippocampus_{hemi[0]}"]
+        assert abs(measured - requested) < SHRINK_TOL, (hemi, measured, requested)
+    # the label image agrees with the table (hard voxel counts, 2 mm)
+    idx = [47, 48]
+    counted = np.isin(ad.labels, idx).sum() / np.isin(healthy.labels, idx).sum()
+    assert abs(counted - _hippocampus(ad.regions) / _hippocampus(healthy.regions)) < 0.03
+
+
+def test_ventricles_grow_with_age(mni_cohort):
+    table = pd.read_csv(mni_cohort / "participants.tsv", sep="\t")
+    cn = table[table["diagnosis"] == "CN"]
+    vols = [
+        pd.read_csv(subject_paths(mni_cohort, p)["regions"], sep="\t")
+        .query("name.str.contains('Ventricle') or name.str.contains('Inf_Lat_Vent')", engine="python")["volume_mni_mm3"].sum()
+        for p in cn["participant_id"]
+    ]
+    rho = spearmanr(cn["age"], vols).statistic
+    assert rho > 0.6, rho
+
+
+@pytest.mark.parametrize("kind", ["glioma", "meningioma", "pituitary"])
+def test_tumour_compartment(kind):
+    for index in range(2):
+        spec = draw_subject(index, kind, seed=2)
+        out = render_mni(spec, 2.0)
+        grid = anatomy.standard_grid(2.0)
+        tumour = out.tumour > 0
+        solid = (out.tumour == 1) | (out.tumour == 2)
+        assert solid.sum() > 0
+        centroid = grid.world_coords(np.argwhere(solid).mean(0))
+        healthy = render_mni(draw_subject(index, "CN", seed=2), 2.0) if kind != "pituitary" else None
+        if kind == "glioma":
+            # inside the parenchyma: every tumour voxel lies in the brain, well away from its outline
+            assert np.all(out.mask[tumour])
+            depth = ndi.distance_transform_edt(out.mask, sampling=2.0)
+            assert np.median(depth[solid]) >= 6.0
+        elif kind == "meningioma":
+            # extra-axial: on the convexity it touches the brain outline, on the falx it sits on the midline
+            outside = ndi.binary_dilation(~(healthy.mask > 0), iterations=2)
+            if spec.tumour.location == "convexity":
+                assert (solid & outside).any()
+            else:
+                assert abs(centroid[0]) < 6.0
+        else:
+            # sellar/suprasellar: midline, below the chiasm level and close to it
+            assert abs(centroid[0]) < 6.0 and -40 < centroid[2] < -5 and -15 < centroid[1] < 15
+
+
+def test_native_headers_and_true_transform(native_cohort):
+    table = pd.read_csv(native_cohort / "participants.tsv", sep="\t")
+    template = np.asarray(anatomy.load_brain_mask(anatomy.standard_grid(2.0)).dataobj) > 0
+    for _, row in table.iterrows():
+        paths = subject_paths(native_cohort, row["participant_id"])
+        img = nib.load(paths["t1w"])
+        site = SITES[row["site"]]
+        assert "".join(nib.aff2axcodes(img.affine)) == site.orientation
+        np.testing.assert_allclose(img.header.get_zooms()[:3], site.voxel_mm, atol=1e-5)
+        mask = nib.load(paths["mask"])
+        back = native_to_mni(mask, nib.load(paths["xfm"]), order=1).get_fdata() > 0.5
+        if row["diagnosis"] == "CN":
+            dice = 2 * (back & template).sum() / (back.sum() + template.sum())
+            assert dice >= 0.95, dice
+        # whole head: the image is non-zero well outside the brain (scalp and skull)
+        t1 = np.asarray(img.dataobj)
+        outside = ~ndi.binary_dilation(np.asarray(mask.dataobj) > 0, iterations=6)
+        assert (t1[outside] > 0.3 * t1[np.asarray(mask.dataobj) > 0].mean()).sum() > 10_000
+
+
+def test_contrast_order_per_site():
+    grid = anatomy.standard_grid(4.0)
+    tissue = {k: v.get_fdata() for k, v in anatomy.load_tissue_maps(grid).items()}
+    seen = set()
+    for index in range(12):
+        spec = draw_subject(index, "CN", seed=4)
+        if spec.site in seen:
+            continue
+        seen.add(spec.site)
+        t1 = render_mni(spec, 4.0).t1
+        means = {k: t1[v > 0.9].mean() for k, v in tissue.items()}
+        assert means["wm"] > means["gm"] > means["csf"], (spec.site, means)
+    assert seen == set(SITES)
