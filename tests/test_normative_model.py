@@ -195,3 +195,16 @@ def test_ddp_two_cpu_processes(fixture_dir, tmp_path):
     assert (out / "checkpoints" / "best.ckpt").exists()
     summary = json.loads((out / "training.json").read_text())
     assert summary["strategy"] == "ddp" and summary["devices"] == 2
+
+
+def test_redraw_reference_keeps_test_set():
+    from nbutils.normative.data import redraw_reference
+
+    t = assign_splits(_table(n_cn=12), seed=0)
+    a, b = redraw_reference(t, 1), redraw_reference(t, 2)
+    for r in (a, b):
+        assert (r.split == "test").equals(t.split == "test")
+        n_val = r.loc[r.split == "val", "participant_id"].nunique()
+        assert n_val == t.loc[t.split == "val", "participant_id"].nunique()
+        assert (r.groupby("participant_id")["split"].nunique() == 1).all()
+    assert not a.split.equals(b.split)

@@ -283,6 +283,7 @@ def build_normative_model(
         "data_source": data_source,
         "training": training,
         "reference_subjects": dm.rows("val")["participant_id"].tolist(),
+        "stats_options": stats_options or {},
     }
     stats = fit_normative_stats(net, val, train, mask, provenance=prov, progress=progress,
                                 **(stats_options or {}))
