@@ -185,8 +185,8 @@ class SubjectDeviation:
     image: np.ndarray
     reconstruction: np.ndarray
     z: np.ndarray
-    score: np.ndarray
-    segmentation: np.ndarray
+    score: np.ndarray | None
+    segmentation: np.ndarray | None
     profile: pd.DataFrame
     total_deviation: float
     threshold: float
@@ -198,6 +198,7 @@ def analyse_volume(
     volume: np.ndarray,
     labels: np.ndarray | None = None,
     fpr: float = 0.05,
+    segment: bool = True,
 ) -> SubjectDeviation:
     """Deviation map, anomaly segmentation and regional profile of one preprocessed scan.
 
@@ -211,6 +212,9 @@ def analyse_volume(
         Atlas labels on the grid; loaded from ``stats.atlas`` if omitted.
     fpr : float
         Healthy false-positive rate of the segmentation threshold (0.01 or 0.05).
+    segment : bool
+        Also post-process the score and threshold it (the median filter is the
+        slowest step); otherwise ``score`` and ``segmentation`` are ``None``.
     """
     volume = np.asarray(volume, dtype=np.float32)
     if volume.shape != stats.mask.shape:
@@ -225,8 +229,10 @@ def analyse_volume(
     recon, z = deviation_maps(model, stats, volume[None])
     recon, z = recon[0], z[0]
     post = stats.postprocessing
-    score = _scores(z, stats.mask, post)
-    seg = binarise(score, stats.thresholds[key], post["min_size"])
+    score = seg = None
+    if segment:
+        score = _scores(z, stats.mask, post)
+        seg = binarise(score, stats.thresholds[key], post["min_size"])
     raw = region_statistics(z, labels, stats.regional.regions["index"].to_numpy(), stats.mask)
     table = stats.regional.profile_table(raw)
     total = float(stats.regional.total_deviation(table["profile"].to_numpy()))
