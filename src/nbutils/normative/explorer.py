@@ -111,10 +111,13 @@ def render_planes(
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), facecolor="black")
     for ax, (plane, axis) in zip(axes, AXES.items(), strict=True):
         idx = int(position[axis])
-        ax.imshow(slice_at(image, plane, idx), cmap="gray", vmin=lo, vmax=hi, origin="lower")
+        base = np.ma.masked_equal(slice_at(image, plane, idx), 0)  # background stays black
+        ax.imshow(base, cmap="gray", vmin=lo, vmax=hi, origin="lower")
         ax.imshow(overlay_rgba(slice_at(z, plane, idx), threshold, opacity, vmax), origin="lower")
         ax.set_title(f"{plane} {idx}", color="white", fontsize=9)
-        ax.axis("off")
+        ax.set_facecolor("black")
+        ax.set_xticks([])
+        ax.set_yticks([])
     if title:
         fig.suptitle(title, color="white", fontsize=10)
     fig.tight_layout()
@@ -126,7 +129,7 @@ def figure_png(fig, dpi: int = 80) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor=fig.get_facecolor())
+    fig.savefig(buf, format="png", dpi=dpi, facecolor=fig.get_facecolor(), bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
@@ -152,7 +155,7 @@ def plot_profile(profile: pd.DataFrame, top: int = 20, ax=None, title: str | Non
     rows = profile.reindex(profile["profile"].abs().sort_values(ascending=False).index).head(top)
     rows = rows.iloc[::-1]
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 0.28 * len(rows) + 1.2))
+        _, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.2))
     colors = np.where(rows["profile"].abs() > 1.96, "#d62728", "#7f7f7f")
     ax.axvspan(-1.96, 1.96, color="#2ca02c", alpha=0.12, label="healthy 95 % range")
     ax.barh(rows["name"].astype(str), rows["profile"], color=colors)
