@@ -13,10 +13,21 @@ deviation
     healthy false-positive rate, post-processing and detection metrics.
 regional
     Atlas-region aggregation, regional deviation profiles and total deviation.
+stats
+    The normative statistics saved beside a checkpoint (``normative_stats.npz/json``).
+pipeline
+    Fit the statistics, analyse one scan, compare detection methods, stability.
+plots
+    Figures of notebooks 02-04.
 explorer
     Pure slice/overlay functions, static figures and the ipywidgets explorer.
 report
     The single-subject HTML report and its ``nbutils report`` command.
+
+Where models live: notebook 02 writes ``<data_dir>/models/<profile>/normative_ae/``
+(``checkpoints/best.ckpt`` + ``last.ckpt`` with ``normative_stats.*`` beside them,
+``logs/``, ``subjects.tsv`` with the split, ``training.json``); notebooks 03 and 04
+and ``nbutils report --model .../best.ckpt`` read it from there.
 
 Submodules are imported on demand so ``import nbutils.normative`` stays light.
 """
