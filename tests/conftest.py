@@ -27,9 +27,21 @@ class SmokeRun:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> SmokeRun:
-    """Execute every notebook in order with the smoke profile (once per test session)."""
-    from nbutils.runner import discover_notebooks, run_notebooks
+    """Execute every notebook in order with the smoke profile (once per test session).
 
+    Set ``NBUTILS_REUSE_SMOKE=DIR`` to reuse an earlier ``nbutils run --profile smoke
+    --reports DIR/reports --data DIR/data`` while iterating on tests.
+    """
+    import json
+
+    from nbutils.runner import NotebookResult, discover_notebooks, run_notebooks
+
+    reuse = os.environ.get("NBUTILS_REUSE_SMOKE")
+    if reuse:
+        root = Path(reuse)
+        summary = json.loads((root / "reports" / "summary.json").read_text())
+        results = [NotebookResult(**n) for n in summary["notebooks"]]
+        return SmokeRun(root, root / "reports", root / "data", {r.notebook: r for r in results})
     root = tmp_path_factory.mktemp("smoke")
     notebooks = discover_notebooks(REPO / "notebooks")
     results = run_notebooks(notebooks, profile="smoke", reports_dir=root / "reports",
