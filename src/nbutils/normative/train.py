@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -104,7 +105,9 @@ def train_autoencoder(
     limit_train_batches : int or float, optional
         Passed to the Trainer (handy for smoke runs).
     max_minutes : float, optional
-        Wall-clock limit of training (Lightning ``max_time``); keeps a time budget.
+        Wall-clock safety limit of training (Lightning ``max_time``). Set it above the
+        expected time: when it stops training, the result depends on machine speed
+        (a warning says so and ``training.json`` records ``stopped_by``).
     progress : bool
         Show Lightning's progress bar.
 
@@ -164,9 +167,22 @@ def train_autoencoder(
         return None
 
     best_score = ckpt.best_model_score
+    if stop.stopped_epoch > 0:
+        reason = "early_stopping"
+    elif trainer.current_epoch >= max_epochs:
+        reason = "max_epochs"
+    else:
+        reason = "max_time"
+        warnings.warn(
+            f"training stopped by the {max_minutes}-minute time limit after {trainer.current_epoch} "
+            f"of {max_epochs} epochs: the result depends on machine speed (not reproducible); "
+            "raise max_minutes or lower max_epochs",
+            stacklevel=2,
+        )
     summary = {
         "train_seconds": round(seconds, 2),
         "epochs": int(trainer.current_epoch),
+        "stopped_by": reason,
         "best_val_loss": float(best_score) if best_score is not None else float("nan"),
         "seed": seed,
         "max_epochs": max_epochs,
