@@ -40,6 +40,12 @@ def test_one_parameters_cell_validated_next(nb_path):
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
+def test_opens_with_the_suite_kernel(nb_path):
+    spec = nbformat.read(nb_path, as_version=4).metadata.get("kernelspec", {})
+    assert spec.get("name") == "nbutils", f"{nb_path.name}: kernelspec should be the 'nbutils' kernel"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
 def test_teaching_structure(nb_path):
     cells = _cells(nb_path)
     first = cells[0]
