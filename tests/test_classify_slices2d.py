@@ -8,6 +8,7 @@ from PIL import Image
 
 from nbutils.classify.slices2d import (
     NoPatientIdWarning,
+    drop_duplicates,
     export_slices,
     find_duplicates,
     load_slice_folder,
@@ -62,6 +63,10 @@ def test_duplicates_found_exact_and_near(slice_dataset):
     assert names[frozenset(("Pgl0_s0.png", "Pno9_s0.png"))] == "near"
     cross = pairs[~pairs.same_label]
     assert len(cross) >= 1  # the planted near-duplicate crosses classes
+    kept, dropped = drop_duplicates(table, pairs)
+    # the cluster {Pgl0_s0, Pgl9_copy, Pno9_s0} has two labels: all three dropped
+    assert len(kept) == len(table) - 3
+    assert set(dropped["reason"]) == {"label conflict"}
 
 
 def test_patient_split_keeps_patients_together(slice_dataset):

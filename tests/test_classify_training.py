@@ -37,7 +37,7 @@ def _small_model():
 
 def test_balanced_class_weights():
     assert balanced_class_weights([0, 0, 0, 1], 2) == pytest.approx([4 / 6, 4 / 2])
-    assert balanced_class_weights([0, 0], 3)[1:] == [0.0, 0.0]
+    assert balanced_class_weights([0, 0], 3)[1:] == [1.0, 1.0]
 
 
 def test_tiny_lightning_fit_is_seeded_and_logs(rng, tmp_path):

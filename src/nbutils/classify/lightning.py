@@ -11,9 +11,12 @@ the lowest validation loss.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +37,14 @@ __all__ = ["ClassifierModule", "FitResult", "balanced_class_weights", "fit_class
 
 
 def balanced_class_weights(y: Sequence[int], n_classes: int) -> list[float]:
-    """``n / (n_classes * count_c)`` per class (sklearn's "balanced"); absent classes get 0."""
+    """``n / (n_classes * count_c)`` per class (sklearn's "balanced").
+
+    A class absent from ``y`` gets weight 1: it does not affect the training
+    loss, and the validation loss stays finite if the validation fold has it.
+    """
     counts = np.bincount(np.asarray(y, int), minlength=n_classes).astype(float)
     with np.errstate(divide="ignore"):
-        w = np.where(counts > 0, counts.sum() / (n_classes * counts), 0.0)
+        w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 1.0)
     return [float(v) for v in w]
 
 
@@ -168,6 +175,24 @@ class FitResult:
     log_dir: Path
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Hide Lightning's per-run banner (GPU/TPU lines, tips) and its deprecation chatter."""
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen)
@@ -242,25 +267,27 @@ def fit_classifier(
     )
     best = _BestWeights()
     logger = CSVLogger(save_dir=str(log_dir), name="", version=0)
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        max_epochs=max_epochs,
-        callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=patience), best],
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-        deterministic="warn",
-    )
+    with _quiet():
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            max_epochs=max_epochs,
+            callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=patience), best],
+            logger=logger,
+            enable_checkpointing=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
+            deterministic="warn",
+        )
     start = time.perf_counter()
-    trainer.fit(
-        module,
-        train_dataloaders=_loader(x_tr, y_tr, batch_size, True, seed),
-        val_dataloaders=_loader(x_va, y_va, batch_size, False, seed),
-    )
+    with _quiet():
+        trainer.fit(
+            module,
+            train_dataloaders=_loader(x_tr, y_tr, batch_size, True, seed),
+            val_dataloaders=_loader(x_va, y_va, batch_size, False, seed),
+        )
     seconds = time.perf_counter() - start
     if best.state is not None:
         model.load_state_dict(best.state)

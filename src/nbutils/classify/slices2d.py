@@ -38,6 +38,7 @@ __all__ = [
     "export_slices",
     "find_duplicates",
     "hash_images",
+    "drop_duplicates",
     "duplicate_clusters",
     "load_slice_folder",
     "load_slice_images",
@@ -200,6 +201,25 @@ def duplicate_clusters(n: int, pairs: pd.DataFrame) -> np.ndarray:
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)
     return np.array([find(a) for a in range(n)])
+
+
+def drop_duplicates(table: pd.DataFrame, pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep one slice per duplicate cluster; drop clusters whose copies disagree on the label.
+
+    Returns
+    -------
+    (kept, dropped)
+        ``kept`` is ``table`` without the extra copies (index reset);
+        ``dropped`` lists the removed rows with a ``reason`` column.
+    """
+    cluster = duplicate_clusters(len(table), pairs)
+    frame = table.reset_index(drop=True).assign(_cluster=cluster)
+    n_labels = frame.groupby("_cluster")["label"].transform("nunique")
+    first = ~frame.duplicated("_cluster")
+    conflict = n_labels > 1
+    keep = first & ~conflict
+    dropped = frame[~keep].assign(reason=np.where(conflict[~keep], "label conflict", "duplicate copy"))
+    return frame[keep].drop(columns="_cluster").reset_index(drop=True), dropped.drop(columns="_cluster")
 
 
 def split_slices(

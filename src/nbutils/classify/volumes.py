@@ -10,15 +10,28 @@ use nearest neighbour.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["ATROPHY_REGIONS", "load_volumes", "resize_labels", "resize_volumes", "working_shape"]
+__all__ = [
+    "ATROPHY_REGIONS",
+    "Task",
+    "derivative_path",
+    "load_task",
+    "load_volumes",
+    "resize_labels",
+    "resize_volumes",
+    "upsample_maps",
+    "working_shape",
+]
 
 #: Neuromorphometrics label names of the regions where AD atrophy shows first
 #: (medial temporal lobe) and of the ventricles that widen as the brain shrinks.
@@ -87,3 +100,101 @@ def load_volumes(
         data = np.asarray(img.dataobj, dtype=np.float32)
         out[i] = resize_volumes(data[None], target)[0]
     return out
+
+
+@dataclass
+class Task:
+    """A classification task ready for training.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        The dataset rows used (from :func:`nbutils.datasets.load_bids`), with
+        added ``label`` (class name) and ``y`` (class index) columns.
+    images : numpy.ndarray
+        ``(N, 1, *shape)`` float32 volumes on the working grid.
+    y : numpy.ndarray
+        Class indices.
+    subjects : list of str
+        ``participant_id`` of every image.
+    class_names : list of str
+        Class names in index order.
+    """
+
+    table: pd.DataFrame
+    images: np.ndarray
+    y: np.ndarray
+    subjects: list[str]
+    class_names: list[str]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[2:])
+
+
+def load_task(
+    table: pd.DataFrame,
+    classes: Mapping[str, Sequence[str]],
+    working_resolution: float | None = None,
+    resolution: float | None = None,
+    max_per_class: Mapping[str, int] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Task:
+    """Select the scans of a task from a dataset table and load them.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Needs ``participant_id``, ``diagnosis`` and ``path``.
+    classes : mapping
+        Class name → diagnoses it contains, in class-index order, e.g.
+        ``{"CN": ["CN"], "AD": ["AD"]}``.
+    working_resolution, resolution : float, optional
+        See :func:`load_volumes`.
+    max_per_class : mapping, optional
+        Class name → at most this many subjects (a seeded random choice),
+        e.g. to keep "no tumour" controls as many as each tumour type.
+    seed : int
+        Seed of that choice.
+    """
+    missing = {"participant_id", "diagnosis", "path"} - set(table.columns)
+    if missing:
+        raise ValueError(f"dataset table lacks column(s) {sorted(missing)}")
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k, (name, diagnoses) in enumerate(classes.items()):
+        rows = table[table["diagnosis"].isin(list(diagnoses))].sort_values("participant_id")
+        if rows.empty:
+            raise ValueError(f"no scans with diagnosis {list(diagnoses)} for class {name!r}")
+        limit = (max_per_class or {}).get(name)
+        if limit is not None and rows["participant_id"].nunique() > limit:
+            keep = rng.choice(sorted(rows["participant_id"].unique()), size=limit, replace=False)
+            rows = rows[rows["participant_id"].isin(keep)]
+        parts.append(rows.assign(label=name, y=k))
+    chosen = pd.concat(parts, ignore_index=True)
+    images = load_volumes(chosen["path"].tolist(), resolution, working_resolution, progress=progress)
+    return Task(
+        table=chosen,
+        images=images[:, None],
+        y=chosen["y"].to_numpy(int),
+        subjects=chosen["participant_id"].astype(str).tolist(),
+        class_names=list(classes),
+    )
+
+
+def derivative_path(root: str | os.PathLike, participant_id: str, suffix: str, pipeline: str = "synth") -> Path:
+    """``<root>/derivatives/<pipeline>/<sub>/anat/<sub>_<suffix>`` (e.g. ``atlas-neuromorphometrics_dseg.nii.gz``)."""
+    path = Path(root) / "derivatives" / pipeline / participant_id / "anat" / f"{participant_id}_{suffix}"
+    if not path.exists():
+        raise FileNotFoundError(f"derivative not found: {path}")
+    return path
+
+
+def upsample_maps(maps: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Trilinear resampling of ``(N, *spatial)`` maps (e.g. saliency on the working grid) to ``shape``."""
+    maps = np.asarray(maps, np.float32)
+    if tuple(maps.shape[1:]) == tuple(shape):
+        return maps
+    t = torch.from_numpy(maps)[:, None]
+    return F.interpolate(t, size=tuple(shape), mode="trilinear", align_corners=False)[:, 0].numpy()

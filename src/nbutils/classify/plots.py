@@ -1,0 +1,117 @@
+"""Figures of the classification notebooks (matplotlib; each returns the Figure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "plot_confusion",
+    "plot_error_by_uncertainty",
+    "plot_learning_curves",
+    "plot_sample_size",
+    "plot_saliency_overlay",
+]
+
+
+def plot_learning_curves(histories: Mapping[str, Sequence[pd.DataFrame]], title: str = ""):
+    """Train/validation loss per epoch, one panel per model, one line per fold."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.4), squeeze=False, sharey=True)
+    for ax, (name, runs) in zip(axes[0], histories.items(), strict=True):
+        for i, h in enumerate(runs):
+            epoch = h["epoch"] + 1
+            ax.plot(epoch, h["train_loss"], color="C0", alpha=0.6, label="train" if i == 0 else None)
+            ax.plot(epoch, h["val_loss"], color="C1", alpha=0.8, label="validation" if i == 0 else None)
+        ax.set(title=f"{name}", xlabel="epoch", ylabel="cross-entropy")
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrices: Mapping[str, np.ndarray], class_names: Sequence[str], title: str = ""):
+    """Confusion matrices (summed over folds), rows = true class, one panel per model."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.6 * len(matrices), 3.4), squeeze=False)
+    for ax, (name, cm) in zip(axes[0], matrices.items(), strict=True):
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, int(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(len(class_names)), class_names)
+        ax.set(title=name, xlabel="predicted", ylabel="true")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_saliency_overlay(
+    maps: Mapping[str, np.ndarray],
+    background: np.ndarray,
+    cut: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+    title: str = "",
+):
+    """Saliency maps over a background volume: axial, coronal and sagittal cuts per row.
+
+    ``maps`` and ``background`` share one grid (RAS voxel order). ``cut`` is
+    one voxel (x, y, z) for all rows, or a mapping map name → voxel. Maps are
+    shown above their 60th percentile so that the background stays visible.
+    """
+    bg = np.asarray(background, float)
+    fig, axes = plt.subplots(len(maps), 3, figsize=(9, 3 * len(maps)), squeeze=False)
+    for row, (name, sal) in zip(axes, maps.items(), strict=True):
+        here = cut.get(name) if isinstance(cut, Mapping) else cut
+        c = [s // 2 for s in bg.shape] if here is None else [int(np.clip(v, 0, s - 1)) for v, s in zip(here, bg.shape, strict=True)]
+        sal = np.asarray(sal, float)
+        thr = np.percentile(sal[bg != 0] if (bg != 0).any() else sal, 60)
+        views = [
+            (bg[:, :, c[2]], sal[:, :, c[2]], f"axial z={c[2]}"),
+            (bg[:, c[1], :], sal[:, c[1], :], f"coronal y={c[1]}"),
+            (bg[c[0], :, :], sal[c[0], :, :], f"sagittal x={c[0]}"),
+        ]
+        for ax, (b, s, label) in zip(row, views, strict=True):
+            ax.imshow(b.T, origin="lower", cmap="gray")
+            ax.imshow(np.ma.masked_less(s, thr).T, origin="lower", cmap="hot", alpha=0.6,
+                      vmin=thr, vmax=sal.max() if sal.max() > thr else thr + 1)
+            ax.set_title(f"{name} · {label}", fontsize=9)
+            ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_error_by_uncertainty(bins: Mapping[str, pd.DataFrame], title: str = ""):
+    """Error rate per predictive-entropy bin (low → high uncertainty), one line per model."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, table in bins.items():
+        centre = (table["entropy_min"] + table["entropy_max"]) / 2
+        ax.plot(centre, table["error_rate"], marker="o", label=f"{name} (n per bin ≈ {int(table['n'].mean())})")
+    ax.set(xlabel="predictive entropy (nats), bin centre", ylabel="error rate", ylim=(-0.05, 1.05), title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_sample_size(runs: pd.DataFrame, title: str = ""):
+    """Balanced accuracy and early-stopping epoch per model and subset (points = repeats)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    subsets = list(dict.fromkeys(runs["subset"]))
+    models = list(dict.fromkeys(runs["model"]))
+    for ax, column, label in zip(axes, ["balanced_accuracy", "epochs_run"],
+                                 ["test balanced accuracy", "early-stopping epoch"], strict=True):
+        for k, model in enumerate(models):
+            for s, subset in enumerate(subsets):
+                v = runs.loc[(runs.model == model) & (runs.subset == subset), column].to_numpy(float)
+                x = s + (k - (len(models) - 1) / 2) * 0.25
+                ax.scatter(np.full(len(v), x), v, color=f"C{k}", alpha=0.5, s=18)
+                ax.errorbar(x, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, fmt="s", color=f"C{k}",
+                            capsize=4, label=model if s == 0 else None)
+        ax.set_xticks(range(len(subsets)), [f"{s} of training set" for s in subsets])
+        ax.set_ylabel(label)
+        ax.legend()
+    axes[0].axhline(0.5, color="gray", lw=0.8, ls="--")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
