@@ -57,7 +57,8 @@ def plot_saliency_overlay(
 
     ``maps`` and ``background`` share one grid (RAS voxel order). ``cut`` is
     one voxel (x, y, z) for all rows, or a mapping map name → voxel. Maps are
-    shown above their 60th percentile so that the background stays visible.
+    shown inside the brain (non-zero background) above their 60th percentile
+    there, so that the anatomy stays visible.
     """
     bg = np.asarray(background, float)
     fig, axes = plt.subplots(len(maps), 3, figsize=(9, 3 * len(maps)), squeeze=False)
@@ -65,7 +66,9 @@ def plot_saliency_overlay(
         here = cut.get(name) if isinstance(cut, Mapping) else cut
         c = [s // 2 for s in bg.shape] if here is None else [int(np.clip(v, 0, s - 1)) for v, s in zip(here, bg.shape, strict=True)]
         sal = np.asarray(sal, float)
-        thr = np.percentile(sal[bg != 0] if (bg != 0).any() else sal, 60)
+        inside = np.abs(bg) > 0.05 * np.abs(bg).max()  # saliency is shown inside the brain only
+        thr = np.percentile(sal[inside] if inside.any() else sal, 60)
+        sal = np.where(inside, sal, -np.inf)
         views = [
             (bg[:, :, c[2]], sal[:, :, c[2]], f"axial z={c[2]}"),
             (bg[:, c[1], :], sal[:, c[1], :], f"coronal y={c[1]}"),
@@ -73,8 +76,9 @@ def plot_saliency_overlay(
         ]
         for ax, (b, s, label) in zip(row, views, strict=True):
             ax.imshow(b.T, origin="lower", cmap="gray")
-            ax.imshow(np.ma.masked_less(s, thr).T, origin="lower", cmap="hot", alpha=0.6,
-                      vmin=thr, vmax=sal.max() if sal.max() > thr else thr + 1)
+            top = float(sal[np.isfinite(sal)].max()) if np.isfinite(sal).any() else thr + 1
+            ax.imshow(np.ma.masked_less(s, thr).T, origin="lower", cmap="YlOrRd", alpha=0.6,
+                      vmin=thr, vmax=top if top > thr else thr + 1)
             ax.set_title(f"{name} · {label}", fontsize=9)
             ax.axis("off")
     fig.suptitle(title)
