@@ -94,7 +94,7 @@ def load_and_validate(path: str | os.PathLike) -> nib.Nifti1Image:
         raise PrepError(f"{path}: expected a 3D image, got shape {img.shape}")
     if min(shape) < 2:
         raise PrepError(f"{path}: expected a 3D volume, got a single slice of shape {img.shape}")
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    zooms = _raw_zooms(path, img)
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
         raise PrepError(f"{path}: invalid voxel size {tuple(zooms)} mm in the header")
     if np.any(zooms < VOXEL_RANGE_MM[0]) or np.any(zooms > VOXEL_RANGE_MM[1]):
@@ -117,6 +117,16 @@ def load_and_validate(path: str | os.PathLike) -> nib.Nifti1Image:
     out = nib.Nifti1Image(data, img.affine)
     out.header.set_xyzt_units("mm")
     return out
+
+
+def _raw_zooms(path: Path, img: nib.Nifti1Image) -> np.ndarray:
+    """Voxel sizes as stored (nibabel silently replaces zero pixdims by 1 on load)."""
+    try:
+        with nib.openers.ImageOpener(path) as f:
+            raw = type(img.header).from_fileobj(f, check=False)
+        return np.asarray(raw["pixdim"][1:4], dtype=float)
+    except Exception:
+        return np.asarray(img.header.get_zooms()[:3], dtype=float)
 
 
 # --------------------------------------------------------------------------- 2. reorient
