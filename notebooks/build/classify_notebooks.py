@@ -321,7 +321,7 @@ from nbutils.classify.volumes import resize_volumes
 test_idx = cv["baseline"].test_index
 x_test, y_test = task.images[test_idx], task.y[test_idx]
 template = resize_volumes(np.asarray(load_template(grid).dataobj, np.float32)[None], task.shape)[0]
-CAM_LAYER = "features.3"  # last conv block of both networks
+CAM_LAYER = "features.3.2"  # activation of the last conv block, before its pooling (both networks)
 
 cams = {name: np.mean([grad_cam(m, x_test, CAM_LAYER, class_idx=1) for m in r.models], axis=0)
         for name, r in cv.items()}  # (n_test, *shape): AD evidence, averaged over fold models
@@ -413,7 +413,7 @@ for name, r in cv.items():
                      "early_stop_epoch_mean": float(r.summary().loc["epochs_run", "mean"])}
 metrics["saliency_mass_in_atrophy_regions"] = metrics["baseline"]["saliency_mass_in_atrophy_regions"]
 metrics["saliency_chance_level"] = float(mass["chance"].mean())
-metrics["saliency_method"] = "Grad-CAM (AD class, last conv block), AD test subjects, mean over fold models"
+metrics["saliency_method"] = "Grad-CAM (AD class, last conv block activation before pooling), AD test subjects, mean over fold models"
 if mci_summary is not None:
     metrics["mci_vs_cn"] = {name: r.headline() for name, r in mci_cv.items()}
 metrics["n_folds"] = P.n_folds
@@ -603,7 +603,7 @@ for name, r in cv.items():
     cams = np.zeros((len(tumour_test), *task.shape), np.float32)
     for c in np.unique(y_test[tumour_test]):  # Grad-CAM for the true class, one call per class
         sel = y_test[tumour_test] == c
-        cams[sel] = np.mean([grad_cam(m, x_test[tumour_test[sel]], "features.3", class_idx=int(c))
+        cams[sel] = np.mean([grad_cam(m, x_test[tumour_test[sel]], "features.3.2", class_idx=int(c))
                              for m in r.models], axis=0)
     for cam, k in zip(cams, tumour_test, strict=True):
         subject = task.subjects[test_idx[k]]

@@ -66,7 +66,7 @@ def plot_saliency_overlay(
         here = cut.get(name) if isinstance(cut, Mapping) else cut
         c = [s // 2 for s in bg.shape] if here is None else [int(np.clip(v, 0, s - 1)) for v, s in zip(here, bg.shape, strict=True)]
         sal = np.asarray(sal, float)
-        inside = np.abs(bg) > 0.05 * np.abs(bg).max()  # saliency is shown inside the brain only
+        inside = bg != 0  # saliency is shown inside the brain (skull-stripped background is 0)
         thr = np.percentile(sal[inside] if inside.any() else sal, 60)
         sal = np.where(inside, sal, -np.inf)
         views = [
