@@ -560,7 +560,18 @@ def mean_sd(result, partition="test"):
 
 
 print(f"n_test = {len(split.test)} subjects; {DATA_SOURCE}")
+for name, r in cv.items():
+    h = r.headline()
+    verdict = "above" if h["balanced_accuracy_mean"] - h["balanced_accuracy_sd"] > 1 / N_CLASSES else "not clearly above"
+    print(f"{name}: balanced accuracy {h['balanced_accuracy_mean']:.3f} ± {h['balanced_accuracy_sd']:.3f} is "
+          f"{verdict} chance ({1 / N_CLASSES:.2f}) with {len(split.train_pool)} training subjects")
 pd.DataFrame({name: mean_sd(r) for name, r in cv.items()}).loc[[*METRICS, "epochs_run"]]"""),
+        md("""
+With a handful of subjects per class, a network trained from scratch on whole volumes may not get past
+chance in the `quick` profile: it has to *find* a small lesion somewhere in the brain from a few
+examples. The 2D path below is easier by construction (every exported tumour slice cuts through the
+tumour). The `full` profile (more subjects, 2 mm, longer training) is the fair test.
+"""),
         code("""from nbutils.classify.plots import plot_confusion, plot_learning_curves
 from nbutils.reporting import save_figure
 
