@@ -50,6 +50,9 @@ def test_tiny_lightning_fit_is_seeded_and_logs(rng, tmp_path):
     assert len(a.history) == a.epochs_run
     assert (tmp_path / "a" / "version_0" / "metrics.csv").exists()
     assert not a.model.training
+    c = fit_classifier(_small_model, (x[:16, None], y[:16]), (x[16:, None], y[16:]), log_dir=tmp_path / "c",
+                       **{**kw, "max_epochs": 4, "patience": 1, "min_epochs": 3})
+    assert c.epochs_run >= 3 and c.best_epoch >= 3
     for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
         torch.testing.assert_close(pa, pb)  # same seed, same weights
 

@@ -44,6 +44,7 @@ pif_patch_size = 3  # voxels of the 4th block's map; 3 at 4 mm (5x6x5 map), 5 at
 # training
 max_epochs = 20
 patience = 5
+min_epochs = 5  # no stopping, and no best-weights choice, before this epoch
 batch_size = 8
 lr = 0.003
 weight_decay = 0.001
@@ -60,6 +61,7 @@ TRAIN_FIELDS = '''    working_resolution: float
     pif_patch_size: int
     max_epochs: int
     patience: int
+    min_epochs: int
     batch_size: int
     lr: float
     weight_decay: float
@@ -99,7 +101,8 @@ print(f"PIF layer input {pif_layer.input_shape} split into {pif_layer.grids[0]} 
       f"{pif_layer.patch_size} voxels ({pif_layer.n_patches} patches, each with its own conv block)")
 pd.DataFrame({name: {"parameters": count_parameters(make())} for name, make in MODELS.items()})'''
 
-FIT_KW = '''FIT = dict(n_classes=N_CLASSES, max_epochs=P.max_epochs, patience=P.patience, batch_size=P.batch_size,
+FIT_KW = '''FIT = dict(n_classes=N_CLASSES, max_epochs=P.max_epochs, patience=P.patience, min_epochs=P.min_epochs,
+           batch_size=P.batch_size,
            lr=P.lr, weight_decay=P.weight_decay, accelerator=P.accelerator, devices=P.devices)'''
 
 TIMER = '''import time
@@ -936,10 +939,14 @@ for subset in ours.index:
     o, p = ours.loc[subset], paper.loc[subset] if subset in paper.index else None
     if p is None:
         continue
-    same_acc = np.sign(round(o.iloc[0], 3)) == np.sign(round(p.iloc[0], 3))
+    if abs(o.iloc[0]) < 0.005:
+        acc_text = f"the models do not differ in mean balanced accuracy (paper: {p.iloc[0]:+.3f})"
+    else:
+        same = np.sign(o.iloc[0]) == np.sign(p.iloc[0])
+        acc_text = (f"the accuracy difference {'has the same sign as' if same else 'is opposite to'} the paper's "
+                    f"ADNI result ({o.iloc[0]:+.3f} vs {p.iloc[0]:+.3f})")
     same_ep = np.sign(o.iloc[1]) == np.sign(p.iloc[1])
-    print(f"{subset} of the training set: the accuracy difference {'has the same sign as' if same_acc else 'is opposite to'} "
-          f"the paper's ADNI result ({o.iloc[0]:+.3f} vs {p.iloc[0]:+.3f}); PIF stopped "
+    print(f"{subset} of the training set: {acc_text}; PIF stopped "
           f"{'earlier' if o.iloc[1] < 0 else 'later'} than the baseline ({o.iloc[1]:+.1f} epochs; paper {p.iloc[1]:+.1f}), "
           f"{'as' if same_ep else 'unlike'} in the paper.")"""),
         md("""

@@ -127,9 +127,10 @@ class ClassifierModule(pl.LightningModule):
 
 
 class _BestWeights(Callback):
-    """Keep (in memory) the weights of the epoch with the lowest validation loss."""
+    """Keep (in memory) the weights of the epoch with the lowest validation loss (from ``min_epochs`` on)."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_epochs: int = 1) -> None:
+        self.min_epochs = int(min_epochs)
         self.best = float("inf")
         self.best_epoch = 0
         self.state: dict | None = None
@@ -138,6 +139,8 @@ class _BestWeights(Callback):
         if trainer.sanity_checking:
             return
         loss = trainer.callback_metrics.get("val_loss")
+        if trainer.current_epoch + 1 < self.min_epochs and trainer.current_epoch + 1 < trainer.max_epochs:
+            return
         if loss is not None and float(loss) < self.best:
             self.best = float(loss)
             self.best_epoch = trainer.current_epoch + 1
@@ -212,6 +215,7 @@ def fit_classifier(
     log_dir: str | os.PathLike,
     max_epochs: int = 50,
     patience: int = 8,
+    min_epochs: int = 1,
     batch_size: int = 8,
     lr: float = 1e-3,
     weight_decay: float = 1e-3,
@@ -239,6 +243,11 @@ def fit_classifier(
         Where the ``CSVLogger`` writes ``metrics.csv`` (``<log_dir>/version_0``).
     max_epochs, patience : int
         Epoch limit; epochs without val-loss improvement before stopping.
+    min_epochs : int
+        Train at least this many epochs, and choose the best weights only
+        among them and later ones: on tiny validation sets the untrained
+        network's loss (near the class prior) is often the lowest value seen,
+        which would otherwise stop training before it starts.
     batch_size, lr, weight_decay : training settings (weight decay = L2).
     class_weights : "balanced", list or None
         Cross-entropy weights; "balanced" computes them from the training labels.
@@ -265,13 +274,14 @@ def fit_classifier(
     module = ClassifierModule(
         model, n_classes, lr=lr, weight_decay=weight_decay, class_weights=class_weights, flip_axes=flip_axes
     )
-    best = _BestWeights()
+    best = _BestWeights(min_epochs)
     logger = CSVLogger(save_dir=str(log_dir), name="", version=0)
     with _quiet():
         trainer = pl.Trainer(
             accelerator=accelerator,
             devices=devices,
             max_epochs=max_epochs,
+            min_epochs=min(min_epochs, max_epochs),
             callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=patience), best],
             logger=logger,
             enable_checkpointing=False,
