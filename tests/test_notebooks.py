@@ -51,7 +51,7 @@ def test_teaching_structure(nb_path):
     first = cells[0]
     assert first.cell_type == "markdown" and first.source.lstrip().startswith("# "), "needs a title"
     intro = first.source.lower()
-    for needle in ("learning objectives", "prerequisites", "quick"):
+    for needle in ("learning objectives", "prerequisite", "quick"):
         assert needle in intro, f"{nb_path.name}: opening cell lacks '{needle}'"
     assert "|" in first.source, f"{nb_path.name}: prerequisites should be a table"
     markdown = "\n".join(c.source.lower() for c in cells if c.cell_type == "markdown")
