@@ -682,13 +682,16 @@ pairs.assign(path_i=pairs.path_i.str.split("/").str[-2:].str.join("/"),
              path_j=pairs.path_j.str.split("/").str[-2:].str.join("/"))"""),
         md("""
 Neighbouring slices of one patient can also be near duplicates (they look alike); those pairs are
-harmless *if* the split is by patient. Before training we keep one slice of each duplicate cluster and
-drop clusters whose copies carry different labels. Then we split **by patient**, stratified by class.
+harmless *if* the split is by patient, so we only act on pairs **between different patients**: keep one
+slice of each such cluster and drop clusters whose copies carry different labels. Then we split **by
+patient**, stratified by class.
 """),
         code("""from nbutils.classify.models import BaselineCNN
 from nbutils.classify.slices2d import drop_duplicates, load_slice_images, split_slices
 
-clean, dropped = drop_duplicates(slices, pairs)
+pid = slices["patient_id"].to_numpy()
+between = pairs[pid[pairs["i"].to_numpy()] != pid[pairs["j"].to_numpy()]]
+clean, dropped = drop_duplicates(slices, between)
 print(f"dropped {len(dropped)} slices:", dropped["reason"].value_counts().to_dict())
 CLASS_INDEX = {c: k for k, c in enumerate(task.class_names)}
 y2d = clean["label"].map(CLASS_INDEX).to_numpy()
