@@ -19,11 +19,13 @@ def code(text: str, tags: list[str] | None = None):
 
 
 def write(path: str | Path, cells: list) -> Path:
+    path = Path(path)
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "nbutils", "display_name": "Python (nbutils)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
+    for i, cell in enumerate(cells):
+        cell["id"] = f"{path.stem[:2]}-{i:02d}"  # stable ids keep rebuilds diff-free
     nb.cells = cells
     nbformat.validate(nb)
-    path = Path(path)
     nbformat.write(nb, path)
     return path
