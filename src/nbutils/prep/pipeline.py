@@ -134,9 +134,16 @@ def output_paths(out: str | os.PathLike, scan_id: str, participant_id: str, sess
 
 # --------------------------------------------------------------------------- one image
 def preprocess_image(
-    img: nib.Nifti1Image, config: PrepConfig, workdir: str | os.PathLike
+    img: nib.Nifti1Image,
+    config: PrepConfig,
+    workdir: str | os.PathLike,
+    cpu_seconds: dict[str, float] | None = None,
 ) -> tuple[dict[str, object], dict[str, float], dict[str, object]]:
     """Run steps 2-7 on a validated image.
+
+    ``cpu_seconds``, when given, is filled with the CPU time of this process
+    (all threads, ANTs/ITK and torch included) per step: on a shared machine
+    it is a steadier measure of cost than wall time.
 
     Returns
     -------
@@ -151,10 +158,13 @@ def preprocess_image(
     seconds: dict[str, float] = {}
     metrics: dict[str, object] = {}
 
+    cpu = {} if cpu_seconds is None else cpu_seconds
+
     def timed(name: str, fn: Callable, *args, **kwargs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = fn(*args, **kwargs)
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - cpu_start
         return result
 
     ras = timed("reorient", steps.reorient_to_ras, img)
