@@ -145,6 +145,10 @@ def _accept_kernel_dialog(pg) -> None:
         pg.locator(".jp-Dialog .jp-mod-accept").click(timeout=8_000)
     except Exception:  # noqa: BLE001 - no dialog this time
         pass
+    try:  # the "Jupyter news?" toast would cover part of the screenshots
+        pg.locator(".jp-toast-button:text-is('No')").click(timeout=3_000)
+    except Exception:  # noqa: BLE001 - no toast this time
+        pass
 
 
 def _wait_kernel_idle(pg, timeout: float = 90.0) -> None:

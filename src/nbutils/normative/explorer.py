@@ -220,19 +220,27 @@ class DeviationExplorer:
         self.top = top
         first = next(iter(self.subjects.values()))
         shape = first.image.shape
-        self.subject = w.Dropdown(options=list(self.subjects), description="Subject")
+        style = {"description_width": "110px"}
+        row = w.Layout(width="360px")
+        self.subject = w.Dropdown(options=list(self.subjects), description="Subject",
+                                  style=style, layout=row)
         self.sliders = {}
         for plane, axis in AXES.items():
             s = w.IntSlider(value=shape[axis] // 2, min=0, max=shape[axis] - 1,
-                            description=f"{plane.capitalize()} slice", continuous_update=False)
+                            description=f"{plane.capitalize()} slice", continuous_update=False,
+                            style=style, layout=row)
             s.add_class(f"nbutils-{plane}-slider")
             self.sliders[plane] = s
         self.threshold = w.FloatSlider(value=threshold, min=0.0, max=8.0, step=0.1,
-                                       description="z threshold", continuous_update=False)
+                                       description="z threshold", continuous_update=False,
+                                       style=style, layout=row)
         self.opacity = w.FloatSlider(value=0.7, min=0.0, max=1.0, step=0.05,
-                                     description="Overlay opacity", continuous_update=False)
-        self.region = w.Select(options=[], description="Region", rows=10)
-        self.view = w.Image(format="png")
+                                     description="Overlay opacity", continuous_update=False,
+                                     style=style, layout=row)
+        self.region = w.Select(options=[], description="Region", rows=10, style=style, layout=row)
+        fit = {"flex": "1 1 auto", "min_width": "0", "max_width": "100%", "height": "auto",
+               "object_fit": "contain"}
+        self.view = w.Image(format="png", layout=w.Layout(**fit))
         self.profile_plot = w.Image(format="png")
         self.table = w.HTML()
         self.subject.add_class("nbutils-subject-select")
@@ -243,7 +251,7 @@ class DeviationExplorer:
         self.table.add_class("nbutils-profile-table")
         self.profile_plot.add_class("nbutils-profile-plot")
         controls = w.VBox([self.subject, *self.sliders.values(), self.threshold, self.opacity,
-                           self.region])
+                           self.region], layout=w.Layout(flex="0 0 370px"))
         self.widget = w.VBox([
             w.HBox([controls, self.view]),
             w.HBox([self.profile_plot, self.table]),
