@@ -41,11 +41,11 @@ demo: setup
 	$(BIN)/nbutils run --profile $(PROFILE)
 
 test: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks notebooks
 	$(BIN)/python -m pytest tests
 
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks notebooks
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

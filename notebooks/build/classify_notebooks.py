@@ -88,6 +88,7 @@ table["diagnosis"].value_counts().rename("subjects").to_frame().T'''
 
 MODEL_CELL = '''from nbutils.classify.models import BaselineCNN, PIFNet, count_parameters
 
+
 def make_baseline():
     return BaselineCNN(n_classes=N_CLASSES, channels=P.channels, hidden=P.hidden, dropout=P.dropout)
 
@@ -527,7 +528,7 @@ classes = {"no_tumour": ["CN"], **{t: [t] for t in TUMOURS}}
 task = load_task(table, classes, working_resolution=P.working_resolution, resolution=P.resolution,
                  max_per_class={"no_tumour": n_no}, seed=P.seed)
 N_CLASSES = len(task.class_names)
-print(f"{len(task.y)} subjects, {dict(zip(task.class_names, np.bincount(task.y).tolist()))}, grid {task.shape}")"""),
+print(f"{len(task.y)} subjects, {dict(zip(task.class_names, np.bincount(task.y).tolist(), strict=True))}, grid {task.shape}")"""),
         md("""
 ## 2 · Split, models, cross-validation
 
@@ -686,8 +687,7 @@ harmless *if* the split is by patient, so we only act on pairs **between differe
 slice of each such cluster and drop clusters whose copies carry different labels. Then we split **by
 patient**, stratified by class.
 """),
-        code("""from nbutils.classify.models import BaselineCNN
-from nbutils.classify.slices2d import drop_duplicates, load_slice_images, split_slices
+        code("""from nbutils.classify.slices2d import drop_duplicates, load_slice_images, split_slices
 
 pid = slices["patient_id"].to_numpy()
 between = pairs[pid[pairs["i"].to_numpy()] != pid[pairs["j"].to_numpy()]]

@@ -87,7 +87,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
-import pandas as pd
 
 from nbutils import anatomy
 from nbutils.datasets import load_bids
@@ -120,7 +119,7 @@ print(f"{row['scan_id']}: stored {''.join(nib.aff2axcodes(raw.affine))} {raw.sha
 
 def show(images, titles, suptitle, name, cmap="gray"):
     fig, axes = plt.subplots(1, len(images), figsize=(4 * len(images), 4))
-    for ax, img, title in zip(np.atleast_1d(axes), images, titles):
+    for ax, img, title in zip(np.atleast_1d(axes), images, titles, strict=True):
         data = np.asarray(img.dataobj, dtype=np.float32)
         ax.imshow(data[:, :, data.shape[2] // 2].T, origin="lower", cmap=cmap,
                   vmin=np.percentile(data, 1), vmax=np.percentile(data, 99.5))
@@ -165,7 +164,7 @@ from nbutils.prep.evaluate import dice
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
 d = np.asarray(n4.dataobj)
 k = d.shape[2] // 2
-for ax, (name, m) in zip(axes, [("deepbet", mask), ("registration fallback", fallback)]):
+for ax, (name, m) in zip(axes, [("deepbet", mask), ("registration fallback", fallback)], strict=True):
     mm = np.asarray(m.dataobj) > 0
     ax.imshow(d[:, :, k].T, origin="lower", cmap="gray", vmax=np.percentile(d, 99.5))
     ax.contour(true_mask[:, :, k].T, [0.5], colors="lime", linewidths=0.8)
@@ -227,7 +226,7 @@ n = len(done)
 fig, axes = plt.subplots(max(1, int(np.ceil(n / 3))), 3, figsize=(12, 3.3 * max(1, int(np.ceil(n / 3)))), squeeze=False)
 for ax in axes.ravel():
     ax.axis("off")
-for ax, (_, r) in zip(axes.ravel(), done.iterrows()):
+for ax, (_, r) in zip(axes.ravel(), done.iterrows(), strict=False):
     ax.imshow(plt.imread(r["qc_path"]))
 fig.suptitle("QC mosaic of all pre-processed scans (SYNTHETIC cohort)", fontsize=10)
 save_figure(fig, P.reports_dir, STEM, "qc_mosaic")

@@ -124,7 +124,7 @@ z = grid.shape[2] // 2 + 2
 fig, ax = plt.subplots(1, 5, figsize=(16, 3.4))
 for a, (title, img, cmap) in zip(ax, [("MNI152 T1", template, "gray"), ("GM", tissue["gm"], "magma"),
                                       ("WM", tissue["wm"], "magma"), ("CSF", tissue["csf"], "magma"),
-                                      ("Neuromorphometrics", atlas.data() % 23, "tab20")]):
+                                      ("Neuromorphometrics", atlas.data() % 23, "tab20")], strict=True):
     a.imshow(img[:, :, z].T, origin="lower", cmap=cmap, interpolation="nearest")
     a.set_title(title); a.axis("off")
 fig.suptitle("Anatomical priors on the standard grid (real template, used to make SYNTHETIC subjects)")
@@ -288,7 +288,7 @@ def region_volumes(root, pid):
 vols = cohort[["participant_id", "age", "sex", "diagnosis"]].join(
     cohort["participant_id"].apply(lambda p: region_volumes(mni_root, p)))
 fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
-for a, col in zip(ax, ["ventricles_ml", "hippocampi_ml"]):
+for a, col in zip(ax, ["ventricles_ml", "hippocampi_ml"], strict=True):
     sns.scatterplot(data=vols, x="age", y=col, hue="diagnosis", hue_order=order, ax=a)
     a.set_ylabel(col.replace("_ml", " (ml, MNI-normalised)"))
 fig.suptitle(f"True volumes vs age — {DATA_SOURCE}")
