@@ -208,3 +208,43 @@ def test_redraw_reference_keeps_test_set():
         assert n_val == t.loc[t.split == "val", "participant_id"].nunique()
         assert (r.groupby("participant_id")["split"].nunique() == 1).all()
     assert not a.split.equals(b.split)
+
+
+def test_balanced_order_samples_strata_proportionally():
+    from nbutils.normative.data import balanced_order
+
+    strata = np.array(["a"] * 30 + ["b"] * 15 + ["c"] * 5)
+    order = balanced_order(strata, np.random.default_rng(0))
+    assert sorted(order) == list(range(50))
+    first10 = strata[order[:10]]
+    assert (first10 == "a").sum() == 6 and (first10 == "b").sum() == 3 and (first10 == "c").sum() == 1
+    again = balanced_order(strata, np.random.default_rng(0))
+    assert np.array_equal(order, again)
+
+
+def test_assign_splits_reference_covers_every_site():
+    rng = np.random.default_rng(4)
+    n = 30
+    t = pd.DataFrame({
+        "participant_id": [f"sub-{i:03d}" for i in range(n)],
+        "path": [f"/x/{i}.nii.gz" for i in range(n)],
+        "diagnosis": "CN",
+        "site": ["A"] * 18 + ["B"] * 9 + ["C"] * 3,
+        "age": rng.uniform(20, 90, n),
+    })  # fmt: skip
+    def proportional(drawn, pool):  # every site gets the floor or ceiling of its share
+        share = pool["site"].value_counts() * len(drawn) / len(pool)
+        counts = drawn["site"].value_counts().reindex(share.index, fill_value=0)
+        return bool(((counts - share).abs() < 1).all())
+
+    for seed in range(5):
+        for stratify in (("site",), ("site", "age")):
+            s = assign_splits(t, val_fraction=0.2, test_fraction=0.2, seed=seed, stratify=stratify)
+            test, rest = s[s.split == "test"], s[s.split != "test"]
+            if stratify == ("site",):
+                assert proportional(test, s) and proportional(rest[rest.split == "val"], rest)
+            else:  # strata are site x age tertile: each site stays close to its share
+                share = s["site"].value_counts() * len(test) / len(s)
+                assert ((test["site"].value_counts().reindex(share.index, fill_value=0) - share).abs() < 2).all()
+    plain = [assign_splits(t, seed=s, stratify=())["split"] for s in range(5)]
+    assert any(not p.equals(plain[0]) for p in plain[1:])

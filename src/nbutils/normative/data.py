@@ -26,6 +26,7 @@ __all__ = [
     "NormativeDataModule",
     "VolumeDataset",
     "assign_splits",
+    "balanced_order",
     "grid_for_shape",
     "load_volume",
     "load_volumes",
@@ -35,6 +36,51 @@ __all__ = [
 
 HEALTHY = "CN"
 SPLITS = ("train", "val", "test")
+
+
+#: Columns the healthy splits are balanced on when the table has them.
+STRATIFY = ("site", "age")
+
+
+def _strata(table: pd.DataFrame, subjects: np.ndarray, stratify: Sequence[str]) -> np.ndarray:
+    """One stratum label per subject: the named columns, numeric ones cut into tertiles."""
+    first = table.drop_duplicates("participant_id").set_index("participant_id").loc[subjects]
+    keys = pd.Series([""] * len(subjects), index=first.index)
+    for col in stratify:
+        if col not in first.columns or first[col].isna().all():
+            continue
+        values = first[col]
+        if pd.api.types.is_numeric_dtype(values) and values.nunique() > 3:
+            values = pd.qcut(values.rank(method="first"), 3, labels=False)
+        keys = keys + "|" + values.astype(str)
+    return keys.to_numpy()
+
+
+def balanced_order(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random order of items in which every prefix samples the strata proportionally.
+
+    Items are shuffled within each stratum and placed at evenly spaced, randomly
+    offset ranks (systematic sampling), so taking the first *n* items draws each
+    stratum in proportion to its size. Used to give the healthy reference and
+    test sets the site and age mix of the whole healthy cohort.
+
+    Parameters
+    ----------
+    strata : array of labels, one per item
+    rng : numpy Generator
+
+    Returns
+    -------
+    int array
+        A permutation of ``range(len(strata))``.
+    """
+    strata = np.asarray(strata)
+    rank = np.empty(len(strata))
+    for label in np.unique(strata):
+        idx = np.flatnonzero(strata == label)
+        idx = idx[rng.permutation(len(idx))]
+        rank[idx] = (np.arange(len(idx)) + rng.uniform()) / len(idx)
+    return np.lexsort((rng.uniform(size=len(strata)), rank))
 
 
 def read_table(table: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
@@ -60,8 +106,14 @@ def assign_splits(
     seed: int = 0,
     test_seed: int | None = None,
     healthy: str = HEALTHY,
+    stratify: Sequence[str] = STRATIFY,
 ) -> pd.DataFrame:
     """Split healthy subjects into train/val/test; every other subject goes to test.
+
+    The healthy validation (reference) and test sets are drawn balanced on
+    ``stratify`` (site and age tertiles by default, where the table has them):
+    a reference set that misses a site makes every scan of that site look
+    deviant.
 
     Parameters
     ----------
@@ -78,6 +130,9 @@ def assign_splits(
         which is how the stability analysis retrains.
     healthy : str
         Diagnosis label of healthy subjects.
+    stratify : sequence of str
+        Columns to balance the splits on; missing columns are ignored, ``()``
+        draws plain random splits.
 
     Returns
     -------
@@ -95,12 +150,13 @@ def assign_splits(
         raise ValueError(f"need at least 3 healthy ({healthy}) subjects, found {len(subjects)}")
     n_test = int(round(test_fraction * len(subjects)))
     n_val = max(1, int(round(val_fraction * len(subjects)))) if val_fraction > 0 else 0
+    strata = _strata(table, subjects, stratify)
     test_rng = np.random.default_rng(seed if test_seed is None else test_seed)
-    order = test_rng.permutation(len(subjects))
+    order = balanced_order(strata, test_rng)
     test = set(subjects[order[:n_test]])
-    rest = np.array(sorted(set(subjects) - test))
-    rest = rest[np.random.default_rng([seed, 1]).permutation(len(rest))]
-    val = set(rest[:n_val])
+    keep = ~np.isin(subjects, list(test))
+    rest, rest_strata = subjects[keep], strata[keep]
+    val = set(rest[balanced_order(rest_strata, np.random.default_rng([seed, 1]))[:n_val]])
     if len(rest) - n_val < 1:
         raise ValueError(f"no healthy subjects left for training ({len(subjects)} in total)")
 
@@ -114,12 +170,15 @@ def assign_splits(
     return table
 
 
-def redraw_reference(table: pd.DataFrame, seed: int) -> pd.DataFrame:
+def redraw_reference(
+    table: pd.DataFrame, seed: int, stratify: Sequence[str] = STRATIFY
+) -> pd.DataFrame:
     """Re-draw which non-test healthy subjects train and which validate; keep the test set.
 
     Used to retrain the normative model on other healthy reference scans (the
     stability analysis): the number of validation subjects and every test row
-    stay the same.
+    stay the same, and the new reference is balanced on ``stratify`` as in
+    :func:`assign_splits`.
     """
     if "split" not in table.columns:
         raise ValueError("table has no 'split' column; split it with assign_splits first")
@@ -127,7 +186,8 @@ def redraw_reference(table: pd.DataFrame, seed: int) -> pd.DataFrame:
     pool = table[table["split"] != "test"]
     subjects = np.array(sorted(pool["participant_id"].unique()))
     n_val = pool.loc[pool["split"] == "val", "participant_id"].nunique()
-    val = set(subjects[np.random.default_rng([seed, 2]).permutation(len(subjects))[:n_val]])
+    order = balanced_order(_strata(pool, subjects, stratify), np.random.default_rng([seed, 2]))
+    val = set(subjects[order[:n_val]])
     rest = table["split"] != "test"
     table.loc[rest, "split"] = np.where(table.loc[rest, "participant_id"].isin(val), "val", "train")
     return table
