@@ -4,14 +4,18 @@ A JupyterLab server is started on 127.0.0.1 (free port, token auth) over a
 temporary copy of the notebooks, the deviation-map notebook is opened in
 Debian's Chromium through Playwright (``executable_path``; never a browser
 download), all cells are run, and the explorer widget is driven like a user
-would: slider, threshold, region choice, subject choice. Prerequisites (cohort
-and trained model) come from the session's smoke run, so the notebook runs
-with the smoke profile's parameters. Screenshots go to ``reports/screenshots/``.
+would: slider, threshold, region choice, subject choice. The notebook runs with
+the ``quick`` profile's parameters, so its prerequisites are made first: the
+quick cohort (notebook 00, without the whole-head scans only notebook 01
+needs) and the quick autoencoder (notebook 02), a few minutes on 2 cores. Set
+``NBUTILS_REUSE_QUICK=DIR`` to reuse the ``reports/`` and ``data/`` of an earlier
+``make demo`` in DIR (e.g. ``.``). Screenshots go to ``reports/screenshots/``.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import secrets
 import shutil
 import socket
@@ -48,26 +52,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: Notebook 00's whole-head scans feed notebook 01 only; the explorer does not need them.
+QUICK_SKIP = {"n_native_healthy": 1, "n_native_tumour": 0, "n_shrink_check": 1}
+
+
 @pytest.fixture(scope="module")
-def lab_params(smoke_run) -> dict:
-    """The explorer notebook's parameters: the smoke profile, reading the smoke run's data."""
+def quick_run(tmp_path_factory) -> tuple[Path, Path]:
+    """Reports and data folders holding the quick cohort and the quick autoencoder."""
+    from nbutils.runner import run_notebooks
+
+    reuse = os.environ.get("NBUTILS_REUSE_QUICK")
+    if reuse:
+        root = Path(reuse).resolve()
+        return root / "reports", root / "data"
+    root = tmp_path_factory.mktemp("quick")
+    notebooks = [REPO / "notebooks" / f"{n}.ipynb" for n in ("00_synthetic_cohort",
+                                                              "02_train_normative_autoencoder")]
+    results = run_notebooks(notebooks, profile="quick", reports_dir=root / "reports",
+                            data_dir=root / "data", notebooks_dir=REPO / "notebooks",
+                            overrides=QUICK_SKIP, progress=False)
+    failed = [r.notebook for r in results if r.status != "ok"]
+    if failed:
+        pytest.fail(f"quick prerequisites failed: {failed}; executed copies in {root / 'reports'}")
+    return root / "reports", root / "data"
+
+
+@pytest.fixture(scope="module")
+def lab_params(quick_run) -> dict:
+    """The explorer notebook's parameters: the quick profile, reading the quick run's data."""
     from nbutils.runner import load_profile, notebook_parameters, resolve_parameters
 
+    reports, data = quick_run
     source = REPO / "notebooks" / f"{NOTEBOOK}.ipynb"
     return resolve_parameters(
-        NOTEBOOK, notebook_parameters(source), load_profile("smoke", REPO / "notebooks"),
-        fixed={"reports_dir": str(smoke_run.reports), "data_dir": str(smoke_run.data)},
+        NOTEBOOK, notebook_parameters(source), load_profile("quick", REPO / "notebooks"),
+        fixed={"reports_dir": str(reports), "data_dir": str(data)},
     )
 
 
 @pytest.fixture(scope="module")
-def lab_notebook(smoke_run, lab_params, tmp_path_factory) -> Path:
-    """A working copy of the notebooks, the explorer notebook parameterised for the smoke run."""
+def lab_notebook(lab_params, tmp_path_factory) -> Path:
+    """A working copy of the notebooks, the explorer notebook parameterised for the quick run."""
     import papermill
 
-    result = smoke_run.results.get("02_train_normative_autoencoder")
-    if result is None or result.status != "ok":
-        pytest.fail("the smoke run did not train the autoencoder the explorer needs")
     work = tmp_path_factory.mktemp("lab")
     shutil.copytree(REPO / "notebooks", work / "notebooks")
     source = work / "notebooks" / f"{NOTEBOOK}.ipynb"
@@ -127,7 +154,7 @@ def page(lab_server):
             pg.click("#jp-MainMenu .lm-MenuBar-itemLabel:text-is('Run')")
             pg.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
             try:
-                pg.wait_for_selector(".nbutils-explorer", timeout=240_000)
+                pg.wait_for_selector(".nbutils-explorer", timeout=600_000)
             except Exception:
                 pg.screenshot(path=str(SCREENSHOTS / "explorer_not_rendered.png"))
                 raise
