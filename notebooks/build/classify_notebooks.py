@@ -139,7 +139,7 @@ run checks that no subject sits in two partitions.
 | Concepts | convolution, cross-entropy, cross-validation, overfitting |
 | Data | the synthetic cohort in MNI space (`<data_dir>/synthetic/<profile>-mni`) |
 
-**Expected CPU time** (2 cores): about 2–3 minutes with the `quick` profile, which trains on a
+**Expected CPU time** (2 cores): about 1 minute with the `quick` profile, which trains on a
 **4 mm working grid** (40×48×40, area-averaged from the 2 mm cohort) with 3 folds; the `full`
 profile uses the standard 2 mm grid (80×96×80) and 5 folds; `smoke` runs in well under a minute.
 '''),
@@ -484,7 +484,7 @@ split**.
 | Concepts | multi-class metrics (macro averages, one-vs-rest AUC) |
 | Data | the synthetic cohort in MNI space; slices exported from it (no public dataset is downloaded) |
 
-**Expected CPU time** (2 cores): about 1–2 minutes with the `quick` profile (4 mm working grid, 3 folds);
+**Expected CPU time** (2 cores): well under a minute with the `quick` profile (4 mm working grid, 3 folds);
 `full` uses the standard 2 mm grid and 5 folds.
 """),
         code(COHORT_PARAMS + "\n" + TRAIN_PARAMS + """
@@ -830,7 +830,7 @@ experiment for AD vs CN on the synthetic cohort and compare, honestly, with what
 | Concepts | variance across training runs, sample size, early stopping |
 | Data | the synthetic cohort in MNI space |
 
-**Expected CPU time** (2 cores): about 2 minutes with the `quick` profile (4 mm working grid, 3 repeats);
+**Expected CPU time** (2 cores): under a minute with the `quick` profile (4 mm working grid, 3 repeats);
 `full` uses the 2 mm grid and 10 repeats, as in the paper.
 """),
         code(COHORT_PARAMS + "\n" + TRAIN_PARAMS + """

@@ -38,8 +38,8 @@ classes, three scanner sites — and writes the ground truth beside every image,
 | `nbutils.anatomy` (template, atlas, standard grid) | `src/nbutils/anatomy.py` |
 | nothing else: this is the first notebook | |
 
-**Expected CPU time** (one core): ~3–4 min with the `quick` profile (≈1 s per MNI subject, ≈6 s per
-native subject), < 1 min with `smoke`.
+**Expected CPU time** (2 cores): about 2–3 min with the `quick` profile (≈1.2 s per MNI subject, ≈10 s per
+native subject; half a minute when the cohort already exists), < 1 min with `smoke`.
 """),
     code('''
 reports_dir = "../reports"
