@@ -373,6 +373,7 @@ def register_to_template(
     -------
     Registration
     """
+    import ants
     from ants.internal import get_lib_fn, get_pointer_string, process_arguments
 
     if kind not in ("affine", "syn"):
@@ -383,6 +384,10 @@ def register_to_template(
     if mask is not None:
         data = data * (np.asarray(mask.dataobj) > 0)
     moving = to_ants(nib.Nifti1Image(data, img.affine))
+    if min(moving.spacing) < template_resolution:
+        # The metric is sampled on the template grid, so finer moving voxels add no
+        # information, only smoothing and interpolation cost at every level.
+        moving = ants.resample_image(moving, (template_resolution,) * 3, use_voxels=False, interp_type=0)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="reg-"))
     prefix = str(workdir / "reg_")
     warped = fixed.clone()
