@@ -129,3 +129,20 @@ def test_saliency_mass_and_error_bins():
     assert out["chance"] == pytest.approx(8 / 24)
     bins = error_by_uncertainty(np.array([0.1, 0.2, 0.6, 0.7]), np.array([1, 1, 0, 1]), n_bins=2)
     assert bins["error_rate"].tolist() == [0.0, 0.5]
+
+
+def test_batchnorm_statistics_match_the_returned_weights(rng, tmp_path):
+    # Shifted, scaled images and 2 short epochs: BN's default running averages
+    # (momentum 0.1, starting at 0/1) would still be far from the real statistics.
+    x, y, _ = _toy(rng, n=16)
+    x = (x * 3.0 + 5.0)[:, None]
+    result = fit_classifier(_small_model, (x, y), (x[:4], y[:4]), n_classes=2, log_dir=tmp_path,
+                            max_epochs=2, patience=5, batch_size=4, seed=0)
+    model = result.model
+    conv, bn = model.features[0][0], model.features[0][1]
+    with torch.no_grad():
+        act = conv(torch.as_tensor(x))
+    mean = act.mean(dim=(0, 2, 3, 4)).numpy()
+    var = act.var(dim=(0, 2, 3, 4), unbiased=True).numpy()
+    np.testing.assert_allclose(bn.running_mean.numpy(), mean, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(bn.running_var.numpy(), var, rtol=2e-2)

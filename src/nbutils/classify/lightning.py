@@ -147,6 +147,26 @@ class _BestWeights(Callback):
             self.state = copy.deepcopy(pl_module.model.state_dict())
 
 
+class _RecalibrateBatchNorm(Callback):
+    """Recompute BatchNorm statistics on the training images before every validation.
+
+    With a few small batches per epoch and weights that still move fast, the
+    running means and variances lag far behind the current network: on the
+    quick tumour task a model that classified its own training set perfectly
+    with batch statistics scored 0.38 in eval mode. One forward pass over the
+    (un-augmented) training images with a cumulative average, as
+    :func:`torch.optim.swa_utils.update_bn` does for SWA, makes eval-mode
+    outputs match the weights being validated.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int) -> None:
+        self.loader = DataLoader(TensorDataset(images), batch_size=batch_size, shuffle=False)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in pl_module.modules()):
+            torch.optim.swa_utils.update_bn(self.loader, pl_module.model, device=pl_module.device)
+
+
 @dataclass
 class FitResult:
     """Outcome of :func:`fit_classifier`.
@@ -282,7 +302,11 @@ def fit_classifier(
             devices=devices,
             max_epochs=max_epochs,
             min_epochs=min(min_epochs, max_epochs),
-            callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=patience), best],
+            callbacks=[
+                _RecalibrateBatchNorm(x_tr, batch_size),
+                EarlyStopping(monitor="val_loss", mode="min", patience=patience),
+                best,
+            ],
             logger=logger,
             enable_checkpointing=False,
             enable_progress_bar=progress,
