@@ -51,4 +51,4 @@ bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
 clean-reports:
-	find reports -mindepth 1 ! -name README.md -exec rm -rf {} +
+	find reports -mindepth 1 -maxdepth 1 ! -name README.md ! -name screenshots -exec rm -rf {} +
