@@ -830,7 +830,7 @@ experiment for AD vs CN on the synthetic cohort and compare, honestly, with what
 | Concepts | variance across training runs, sample size, early stopping |
 | Data | the synthetic cohort in MNI space |
 
-**Expected CPU time** (2 cores): under a minute with the `quick` profile (4 mm working grid, 3 repeats);
+**Expected CPU time** (2 cores): about a minute with the `quick` profile (4 mm working grid, 3 repeats);
 `full` uses the 2 mm grid and 10 repeats, as in the paper.
 """),
         code(COHORT_PARAMS + "\n" + TRAIN_PARAMS + """
