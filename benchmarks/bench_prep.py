@@ -23,6 +23,8 @@ import pandas as pd
 
 
 def main() -> None:
+    import nibabel as nib
+
     from nbutils.datasets import load_bids
     from nbutils.prep import PrepConfig, pipeline, steps
     from nbutils.prep.evaluate import evaluate_scan
@@ -45,9 +47,7 @@ def main() -> None:
             cpu = {}
             images, seconds, metrics = pipeline.preprocess_image(img, PrepConfig(), tmp, cpu)
             truth = subject_paths(root, row["participant_id"])
-            import nibabel as nib
-
-            scores = evaluate_scan(nib.load(row["path"]), images["native_mask"], images["registration"],
+            scores = evaluate_scan(img, images["native_mask"], images["registration"],
                                    nib.load(truth["mask"]), nib.load(truth["xfm"]))  # fmt: skip
         rows.append({"scan": row["scan_id"], "shape": "x".join(map(str, img.shape)),
                      "voxel_mm": "x".join(f"{z:.2g}" for z in img.header.get_zooms()[:3]), "load": load,
@@ -56,7 +56,7 @@ def main() -> None:
     out = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     print(out.round(3).to_string(index=False))
-    step_cols = ["load", "reorient", "n4", "brain", "register", "intensity", "resample", "total"]
+    step_cols = [*pipeline.STEP_NAMES, "total"]
     print("\nmean wall seconds per step:", out[step_cols].mean().round(2).to_dict())
     print("mean CPU seconds per step: ", pd.DataFrame(cpu_rows)[step_cols].mean().round(2).to_dict())
     print(
