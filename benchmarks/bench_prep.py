@@ -8,7 +8,7 @@ resident memory, brain-mask Dice and mean registration error against the truth.
 Target (issue 4): <= 15 s per 1 mm whole-head scan on a 2-core machine,
 Dice >= 0.95, error <= 2 mm.
 
-    .venv/bin/python benchmarks/bench_prep.py [n_scans] [cohort_dir]
+    .venv/bin/python benchmarks/bench_prep.py [n_scans] [cohort_dir] [affine|syn]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def main() -> None:
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     root = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("data/synthetic/bench-native")
+    config = PrepConfig(reg=sys.argv[3] if len(sys.argv) > 3 else "affine")
+    print(f"registration: {config.reg}")
     ensure_cohort(
         root, n_healthy=n - n // 2, n_mci=0, n_ad=0, n_tumour=n // 2, space="native", seed=0
     )
@@ -45,7 +47,7 @@ def main() -> None:
         load, load_cpu = time.perf_counter() - t0, time.process_time() - c0
         with steps.private_tmpdir() as tmp:
             cpu = {}
-            images, seconds, metrics = pipeline.preprocess_image(img, PrepConfig(), tmp, cpu)
+            images, seconds, metrics = pipeline.preprocess_image(img, config, tmp, cpu)
             truth = subject_paths(root, row["participant_id"])
             scores = evaluate_scan(img, images["native_mask"], images["registration"],
                                    nib.load(truth["mask"]), nib.load(truth["xfm"]))  # fmt: skip

@@ -188,3 +188,24 @@ def test_contrast_order_per_site():
         means = {k: t1[v > 0.9].mean() for k, v in tissue.items()}
         assert means["wm"] > means["gm"] > means["csf"], (spec.site, means)
     assert seen == set(SITES)
+
+
+@pytest.mark.slow
+def test_syn_follows_the_nonlinear_truth_better_than_affine(native_cohort):
+    """The generator's random warp is non-linear: SyN must lower the error an affine leaves."""
+    from nbutils.prep import steps
+    from nbutils.prep.evaluate import evaluate_scan
+
+    paths = subject_paths(native_cohort, "sub-0001")
+    img = steps.load_and_validate(paths["t1w"])
+    n4, _ = steps.correct_bias(steps.reorient_to_ras(img))
+    mask = steps.extract_brain(n4)
+    truth = nib.load(paths["mask"]), nib.load(paths["xfm"])
+    errors = {}
+    with steps.private_tmpdir() as tmp:
+        for kind in ("affine", "syn"):
+            (tmp / kind).mkdir()
+            reg = steps.register_to_template(n4, mask, kind=kind, workdir=tmp / kind)
+            errors[kind] = evaluate_scan(img, mask, reg, *truth)["reg_error_mm"]
+    assert errors["syn"] < 0.85 * errors["affine"], errors
+    assert errors["syn"] < 2.0, errors

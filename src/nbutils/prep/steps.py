@@ -340,6 +340,17 @@ def _stage(
     ]  # fmt: skip
 
 
+def _syn_stage(fixed: str, moving: str) -> list[str]:
+    # Mattes MI at 8 and 4 mm with 1 voxel of total-field smoothing: on 9 synthetic
+    # native scans 1.18 mm mean error (affine alone 1.92 mm), registration 4.9 s in all.
+    # Without the smoothing one scan got worse than its affine; CC metrics were
+    # ~0.1 mm better but took 8-16 s, breaking the 15 s per-scan budget.
+    return [
+        "--metric", f"mattes[{fixed},{moving},1,32]", "--transform", "SyN[0.2,3,1]",
+        "--convergence", "[30x10,1e-6,10]", "--shrink-factors", "4x2", "--smoothing-sigmas", "2x1vox",
+    ]  # fmt: skip
+
+
 def register_to_template(
     img: nib.Nifti1Image,
     mask: nib.Nifti1Image | None = None,
@@ -396,12 +407,10 @@ def register_to_template(
     args += _stage("Translation", f, m, "100", "4", "2", 0.2)
     args += _stage("Rigid", f, m, "100x50", "4x2", "2x1", 0.2)
     args += _stage("Similarity", f, m, "50x25", "4x2", "2x1", 0.2)
-    args += _stage("Affine", f, m, "50x25x10", "4x2x1", "2x1x0", 0.2)
-    if kind == "syn":
-        args += [
-            "--metric", f"CC[{f},{m},1,2]", "--transform", "SyN[0.2,3,0]",
-            "--convergence", "[40x20x0,1e-6,10]", "--shrink-factors", "4x2x1", "--smoothing-sigmas", "2x1x0vox",
-        ]  # fmt: skip
+    if kind == "syn":  # SyN refines at 8 and 4 mm: the affine's 2 mm level would add only time
+        args += _stage("Affine", f, m, "50x25", "4x2", "2x1", 0.2) + _syn_stage(f, m)
+    else:
+        args += _stage("Affine", f, m, "50x25x10", "4x2x1", "2x1x0", 0.2)
     args += [
         "--output", f"[{prefix},{get_pointer_string(warped)}]",
         "--interpolation", "Linear", "--use-histogram-matching", "0", "--winsorize-image-intensities", "[0.005,0.995]",
