@@ -158,6 +158,7 @@ def page(lab_server):
             except Exception:
                 pg.screenshot(path=str(SCREENSHOTS / "explorer_not_rendered.png"))
                 raise
+            _wait_kernel_idle(pg, timeout=900.0)  # the cells after the explorer (stability retrains) finish
             pg.locator(".nbutils-explorer").scroll_into_view_if_needed()
             time.sleep(1.0)
             pg.screenshot(path=str(SCREENSHOTS / "jupyterlab_explorer.png"))

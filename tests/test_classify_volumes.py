@@ -55,3 +55,20 @@ def test_load_task_selects_classes(tmp_path, rng):
     assert (capped.y == 0).sum() == 2
     with pytest.raises(ValueError, match="meningioma"):
         load_task(table, {"CN": ["CN"], "M": ["meningioma"]}, progress=False)
+
+
+def test_region_patterns_pick_the_intended_atlas_labels():
+    from nbutils.anatomy import load_atlas, standard_grid
+    from nbutils.classify.volumes import ATROPHY_REGIONS, CORTEX_REGIONS
+
+    atlas = load_atlas("neuromorphometrics", standard_grid(4.0))
+    names = atlas.labels.set_index("index")["name"]
+    cortex = set(names.loc[atlas.index_of(CORTEX_REGIONS)])
+    assert {"Left_PCu_precuneus", "Right_Ent_entorhinal_area", "Left_SFG_superior_frontal_gyrus"} <= cortex
+    non_cortical = {"Left_Hippocampus", "Right_Amygdala", "Left_Cerebral_White_Matter", "Right_Lateral_Ventricle",
+                    "Left_Inf_Lat_Vent", "Right_Accumbens_Area", "Brain_Stem", "CSF", "Right_vessel",
+                    "Left_Thalamus_Proper", "Right_Cerebellum_Exterior"}
+    assert not cortex & non_cortical
+    assert len(cortex) % 2 == 0 and len(cortex) >= 90  # left/right pairs of the cortical parcellation
+    mtl = set(names.loc[atlas.index_of(ATROPHY_REGIONS)])
+    assert {"Left_Hippocampus", "Right_Amygdala", "Left_Lateral_Ventricle", "Right_Inf_Lat_Vent"} <= mtl

@@ -349,17 +349,20 @@ For every AD test subject we upsample its Grad-CAM map to the cohort grid and me
 (positive) saliency mass inside the hippocampus, amygdala, entorhinal cortex and the lateral / inferior
 lateral ventricles, using **that subject's own atlas labels** (the cohort's ground truth). The chance
 level is the share of brain (labelled) voxels those regions occupy: a map that ignored anatomy would score
-about that.
+about that. The synthetic AD effect is not only medial-temporal: the generator also thins the whole cortex
+(in proportion to the severity), so we measure the share on the cortical labels too.
 '''),
         code('''import nibabel as nib
 
 from nbutils.anatomy import load_atlas
 from nbutils.classify.interpret import saliency_mass
-from nbutils.classify.volumes import ATROPHY_REGIONS, derivative_path, upsample_maps
+from nbutils.classify.volumes import ATROPHY_REGIONS, CORTEX_REGIONS, derivative_path, upsample_maps
 
 atlas = load_atlas("neuromorphometrics", grid)
-regions = atlas.index_of(ATROPHY_REGIONS)
-print("regions:", ", ".join(atlas.labels.set_index("index").loc[regions, "name"]))
+region_sets = {"MTL + ventricles": atlas.index_of(ATROPHY_REGIONS), "cortex": atlas.index_of(CORTEX_REGIONS)}
+names = atlas.labels.set_index("index")["name"]
+print("MTL + ventricles:", ", ".join(names.loc[region_sets["MTL + ventricles"]]))
+print(f"cortex: {len(region_sets['cortex'])} labels")
 rows = []
 for name, maps in cams.items():
     full = upsample_maps(maps[ad_test], grid.shape)
@@ -367,10 +370,13 @@ for name, maps in cams.items():
         subject = task.subjects[test_idx[i]]
         labels = np.asarray(nib.load(derivative_path(cohort_root, subject,
                                                      "atlas-neuromorphometrics_dseg.nii.gz")).dataobj)
-        rows.append({"model": name, "subject": subject, **saliency_mass(full[k], labels, regions)})
-mass = pd.DataFrame(rows)
-mass_summary = mass.groupby("model")[["mass", "chance", "ratio"]].agg(["mean", "std"]).round(3)
-mass_summary'''),
+        for where, idx in region_sets.items():
+            rows.append({"model": name, "subject": subject, "regions": where,
+                         **saliency_mass(full[k], labels, idx)})
+by_region = pd.DataFrame(rows)
+mass = by_region[by_region["regions"] == "MTL + ventricles"]
+cortex_mass = by_region[by_region["regions"] == "cortex"]
+by_region.groupby(["regions", "model"])[["mass", "chance", "ratio"]].agg(["mean", "std"]).round(3)'''),
         md('''
 **Exercise.** A ratio (mass / chance) of 1 means no preference. Why can a network classify well and
 still have a ratio near 1 here?
@@ -414,9 +420,11 @@ metrics = {}
 for name, r in cv.items():
     m = mass[mass.model == name]
     metrics[name] = {**r.headline(), "saliency_mass_in_atrophy_regions": float(m["mass"].mean()),
+                     "saliency_mass_in_cortex": float(cortex_mass.loc[cortex_mass.model == name, "mass"].mean()),
                      "early_stop_epoch_mean": float(r.summary().loc["epochs_run", "mean"])}
 metrics["saliency_mass_in_atrophy_regions"] = metrics["baseline"]["saliency_mass_in_atrophy_regions"]
 metrics["saliency_chance_level"] = float(mass["chance"].mean())
+metrics["saliency_chance_level_cortex"] = float(cortex_mass["chance"].mean())
 metrics["saliency_method"] = "Grad-CAM (AD class, last conv block activation before pooling), AD test subjects, mean over fold models"
 if mci_summary is not None:
     metrics["mci_vs_cn"] = {name: r.headline() for name, r in mci_cv.items()}

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "ATROPHY_REGIONS",
+    "CORTEX_REGIONS",
     "Task",
     "derivative_path",
     "load_task",
@@ -36,6 +37,11 @@ __all__ = [
 #: Neuromorphometrics label names of the regions where AD atrophy shows first
 #: (medial temporal lobe) and of the ventricles that widen as the brain shrinks.
 ATROPHY_REGIONS = r"Hippocampus|Amygdala|Ent_entorhinal|Lateral_Ventricle|Inf_Lat_Vent"
+
+#: Neuromorphometrics cortical labels (``Right_ACgG_anterior_cingulate_gyrus`` ...: an
+#: abbreviation followed by a lower-case description; ``(?-i:...)`` keeps that case-sensitive
+#: under :meth:`~nbutils.anatomy.Atlas.index_of`); the synthetic AD effect also thins them.
+CORTEX_REGIONS = r"^(Right|Left)_[A-Za-z]+_(?-i:[a-z])"
 
 
 def working_shape(shape: Sequence[int], resolution: float, working_resolution: float) -> tuple[int, int, int]:
