@@ -31,8 +31,9 @@ step by step on one subject and then as a batch, and **measures it against groun
 | Concepts | NIfTI affines, MNI space, brain masks |
 | Packages | `antspyx`, `deepbet==1.0.2` (CNN weights inside the wheel: works offline) |
 
-**Expected CPU time** (`quick` profile, 6 native scans, 2 cores): about 2 minutes (≈ 25 s per scan
-on a quiet machine, up to 60 s under load; about half a minute when the scans are already preprocessed). Data: **SYNTHETIC** native-space scans with known truth; the last section shows
+**Expected CPU time** (`quick` profile, 6 native scans, 2 cores): about 2.5 minutes (≈ 25 s per scan
+with 2 jobs sharing the cores, plus the SyN comparison on 2 scans; about half a minute when the scans are
+already preprocessed). Data: **SYNTHETIC** native-space scans with known truth; the last section shows
 how to run the same on real IXI / BIDS / BraTS folders.
 """),
     code(
