@@ -307,3 +307,21 @@ def test_pipeline_end_to_end_on_a_small_head(tmp_path):
     m = np.asarray(images["mask"].dataobj) > 0
     assert pre.shape == anatomy.standard_grid(2.0).shape and abs(pre[m].mean()) < 0.1
     assert set(seconds) >= {"n4", "brain", "register", "resample"}
+
+
+def test_accuracy_summary_times_only_the_scans_this_run_processed():
+    from nbutils.prep.evaluate import accuracy_summary
+
+    prep = pd.DataFrame({
+        "status": ["done", "done", "failed", "done"], "reused": [False, True, False, False],
+        "seconds_total": [10.0, 99.0, 1.0, 20.0], "seconds_register": [4.0, 8.0, np.nan, 6.0],
+    })  # fmt: skip
+    acc = pd.DataFrame({"mask_dice": [0.9, 1.0, 0.95], "reg_error_mm": [1.0, 2.0, 3.0],
+                        "reg_error_p95_mm": [2.0, 3.0, 4.0]})  # fmt: skip
+    out = accuracy_summary(prep, acc)
+    assert out["scans"] == 3 and out["mask_dice"] == pytest.approx(0.95)
+    assert out["reg_error_mm"] == pytest.approx(2.0) and out["reg_error_p95_mm"] == pytest.approx(3.0)
+    assert out["seconds_per_scan"] == pytest.approx(15.0)  # the reused scan's old timing is left out
+    assert out["seconds_register"] == pytest.approx(6.0)  # every done scan; the failed one has none
+    reused = accuracy_summary(prep.assign(reused=True), acc)
+    assert reused["seconds_per_scan"] == pytest.approx(43.0)  # all reused: fall back to their timings

@@ -363,16 +363,16 @@ region_sets = {"MTL + ventricles": atlas.index_of(ATROPHY_REGIONS), "cortex": at
 names = atlas.labels.set_index("index")["name"]
 print("MTL + ventricles:", ", ".join(names.loc[region_sets["MTL + ventricles"]]))
 print(f"cortex: {len(region_sets['cortex'])} labels")
+ad_subjects = [task.subjects[test_idx[i]] for i in ad_test]
+subject_labels = [np.asarray(nib.load(derivative_path(cohort_root, s, "atlas-neuromorphometrics_dseg.nii.gz")).dataobj)
+                  for s in ad_subjects]  # read once, shared by both models
 rows = []
 for name, maps in cams.items():
     full = upsample_maps(maps[ad_test], grid.shape)
-    for k, i in enumerate(ad_test):
-        subject = task.subjects[test_idx[i]]
-        labels = np.asarray(nib.load(derivative_path(cohort_root, subject,
-                                                     "atlas-neuromorphometrics_dseg.nii.gz")).dataobj)
+    for saliency, subject, labels in zip(full, ad_subjects, subject_labels, strict=True):
         for where, idx in region_sets.items():
             rows.append({"model": name, "subject": subject, "regions": where,
-                         **saliency_mass(full[k], labels, idx)})
+                         **saliency_mass(saliency, labels, idx)})
 by_region = pd.DataFrame(rows)
 mass = by_region[by_region["regions"] == "MTL + ventricles"]
 cortex_mass = by_region[by_region["regions"] == "cortex"]

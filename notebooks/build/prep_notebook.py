@@ -95,7 +95,7 @@ import pandas as pd
 from nbutils import anatomy
 from nbutils.datasets import load_bids
 from nbutils.prep import PrepConfig, run_prep, steps
-from nbutils.prep.evaluate import evaluate_against_truth, evaluate_scan
+from nbutils.prep.evaluate import accuracy_summary, evaluate_against_truth, evaluate_scan
 from nbutils.reporting import save_figure, write_metrics
 from nbutils.synth import ensure_cohort
 from nbutils.synth.cohort import subject_paths
@@ -246,10 +246,8 @@ where our transform and the true transform send each MNI brain voxel. Targets: D
     code("""acc = evaluate_against_truth(prep, native_root)
 acc = acc.merge(table[["participant_id", "diagnosis"]], on="participant_id")
 acc.round(3)"""),
-    code("""mean_dice = float(acc["mask_dice"].mean()) if len(acc) else float("nan")
-mean_err = float(acc["reg_error_mm"].mean()) if len(acc) else float("nan")
-fresh = done[~done["reused"].astype(bool)]
-sec = float(fresh["seconds_total"].mean()) if len(fresh) else float(done["seconds_total"].mean())
+    code("""overall = accuracy_summary(prep, acc)
+mean_dice, mean_err, sec = overall["mask_dice"], overall["reg_error_mm"], overall["seconds_per_scan"]
 print(f"SYNTHETIC cohort, {len(acc)} scans: mask Dice {mean_dice:.3f} (target >= 0.95), "
       f"registration error {mean_err:.2f} mm (target <= 2), {sec:.1f} s per scan")"""),
     md("""
@@ -262,27 +260,16 @@ into a separate derivatives folder (the first `compare_scans` of them, to keep t
 scored against the truth.
 """),
     code("""other = "syn" if P.reg == "affine" else "affine"
-
-
-def accuracy_row(reg_kind, prep_table, acc_table):
-    done_ = prep_table[prep_table["status"] == "done"]
-    fresh_ = done_[~done_["reused"].astype(bool)]
-    return {"reg": reg_kind, "scans": len(acc_table), "mask_dice": float(acc_table["mask_dice"].mean()),
-            "reg_error_mm": float(acc_table["reg_error_mm"].mean()),
-            "reg_error_p95_mm": float(acc_table["reg_error_p95_mm"].mean()),
-            "seconds_per_scan": float((fresh_ if len(fresh_) else done_)["seconds_total"].mean()),
-            "seconds_register": float(done_["seconds_register"].mean())}
-
-
 k = min(P.compare_scans, len(table))
 first = set(table["participant_id"].iloc[:k])
-rows = [accuracy_row(P.reg, prep[prep["participant_id"].isin(first)], acc[acc["participant_id"].isin(first)])]
+rows = [{"reg": P.reg, **accuracy_summary(prep[prep["participant_id"].isin(first)],
+                                          acc[acc["participant_id"].isin(first)])}]
 if k:
     prep_other = run_prep(table.iloc[:k], native_root / "derivatives" / f"nbutils-prep-{other}",
                           PrepConfig(reg=other, intensity=P.intensity, resolution=P.resolution, seed=P.seed),
                           jobs=P.jobs)
     acc_other = evaluate_against_truth(prep_other, native_root)
-    rows.append(accuracy_row(other, prep_other, acc_other))
+    rows.append({"reg": other, **accuracy_summary(prep_other, acc_other)})
 comparison = pd.DataFrame(rows).set_index("reg")
 print(f"SYNTHETIC cohort, the first {k} scans; targets: Dice >= 0.95, error <= 2 mm, <= 15 s per scan "
       f"(wall seconds with jobs={P.jobs} sharing the cores; benchmarks/bench_prep.py times one scan at a time)")

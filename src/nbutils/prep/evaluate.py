@@ -19,7 +19,7 @@ import pandas as pd
 from nbutils import anatomy
 from nbutils.prep import steps
 
-__all__ = ["dice", "evaluate_scan", "evaluate_against_truth"]
+__all__ = ["accuracy_summary", "dice", "evaluate_scan", "evaluate_against_truth"]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -118,3 +118,34 @@ def evaluate_against_truth(prep: pd.DataFrame, synth_root: str | os.PathLike) ->
         rows.append({"participant_id": row["participant_id"], "scan_id": row["scan_id"], **scores,
                      "mask_method": row.get("mask_method")})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def accuracy_summary(prep: pd.DataFrame, accuracy: pd.DataFrame) -> dict[str, float]:
+    """One line of a run's accuracy and cost: means over its scans.
+
+    Parameters
+    ----------
+    prep : pandas.DataFrame
+        The ``prep.tsv`` table of the run (rows of any status).
+    accuracy : pandas.DataFrame
+        :func:`evaluate_against_truth` of the same run.
+
+    Returns
+    -------
+    dict
+        ``scans`` (evaluated), ``mask_dice``, ``reg_error_mm``, ``reg_error_p95_mm``,
+        ``seconds_per_scan`` (over scans processed in this run; over all done scans
+        when every one was reused from an earlier run) and ``seconds_register``.
+        NaN where nothing was done.
+    """
+    done = prep[prep["status"] == "done"]
+    fresh = done[~done["reused"].astype(bool)]
+    timed = fresh if len(fresh) else done
+    return {
+        "scans": int(len(accuracy)),
+        "mask_dice": float(accuracy["mask_dice"].mean()),
+        "reg_error_mm": float(accuracy["reg_error_mm"].mean()),
+        "reg_error_p95_mm": float(accuracy["reg_error_p95_mm"].mean()),
+        "seconds_per_scan": float(timed["seconds_total"].mean()),
+        "seconds_register": float(done["seconds_register"].mean()),
+    }

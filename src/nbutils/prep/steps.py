@@ -402,6 +402,7 @@ def register_to_template(
         # information, only smoothing and interpolation cost at every level.
         moving = ants.resample_image(moving, (template_resolution,) * 3, use_voxels=False, interp_type=0)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="reg-"))
+    workdir.mkdir(parents=True, exist_ok=True)  # ANTs fails obscurely on a missing output folder
     prefix = str(workdir / "reg_")
     warped = fixed.clone()
     f, m = get_pointer_string(fixed), get_pointer_string(moving)
