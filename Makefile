@@ -12,7 +12,7 @@ SYS_STAMP := $(VENV)/.system-deps
 PROFILE ?= quick
 JOBS ?= 2
 
-.PHONY: demo test setup lint bench clean-reports
+.PHONY: demo test setup lint sync bench clean-reports
 
 setup: $(STAMP) $(SYS_STAMP)
 
@@ -46,6 +46,12 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks notebooks
+
+# Notebooks are Jupytext pairs (NN_name.ipynb + NN_name.py, py:percent): edit either side,
+# then sync; the newer side wins and cell ids and tags are kept. tests/test_notebooks.py
+# fails while a pair is out of sync.
+sync: setup
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.ipynb
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from conftest import REPO
-from nbutils.runner import discover_notebooks, load_profile
+from nbutils.pairs import pair_difference, paired_text
+from nbutils.params import read_parameters_cell
+from nbutils.runner import discover_notebooks, load_profile, notebook_parameters
 
 NOTEBOOKS = discover_notebooks(REPO / "notebooks")
 IDS = [nb.stem for nb in NOTEBOOKS]
@@ -34,9 +35,50 @@ def test_one_parameters_cell_validated_next(nb_path):
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{nb_path.name}: {len(tagged)} cells tagged 'parameters'"
     assert code[0] is tagged[0], "the parameters cell must be the first code cell"
+    declared = read_parameters_cell(tagged[0].source, where=nb_path.name)  # every line typed
     for name in ("reports_dir", "data_dir", "seed"):
-        assert re.search(rf"^{name}\s*=", tagged[0].source, re.M), f"{nb_path.name}: no '{name}' parameter"
-    assert "validate_parameters(" in code[1].source, "the cell after 'parameters' must validate them"
+        assert name in declared, f"{nb_path.name}: no '{name}' parameter"
+    assert "validate_parameters(globals())" in code[1].source, "the cell after 'parameters' must validate them"
+    assert "class Params" not in code[1].source, "parameters are declared once, in the parameters cell"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
+def test_prints_package_versions_near_the_top(nb_path):
+    code = [c for c in _cells(nb_path) if c.cell_type == "code"]
+    assert any("print_config()" in c.source for c in code[:3]), f"{nb_path.name}: no print_config() at the top"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
+def test_jupytext_pair_in_sync(nb_path):
+    assert paired_text(nb_path).is_file(), f"{nb_path.name}: no paired .py source"
+    problem = pair_difference(nb_path)
+    assert problem is None, problem
+
+
+def test_sync_check_names_the_notebook_and_cell_of_an_edit(tmp_path):
+    import shutil
+
+    nb = NOTEBOOKS[2]
+    shutil.copy(nb, tmp_path / nb.name)
+    text = paired_text(nb).read_text()
+    assert "P = validate_parameters(globals())" in text
+    (tmp_path / paired_text(nb).name).write_text(
+        text.replace("P = validate_parameters(globals())", "P = validate_parameters(globals())  # edited", 1))
+    problem = pair_difference(tmp_path / nb.name)
+    code_cells = [i for i, c in enumerate(_cells(nb)) if c.cell_type == "code"]
+    assert problem is not None and problem.startswith(f"{nb.name}: cell {code_cells[1]} (code,")
+    shutil.copy(paired_text(nb), tmp_path / paired_text(nb).name)  # restored: in sync again
+    assert pair_difference(tmp_path / nb.name) is None
+    (tmp_path / paired_text(nb).name).write_text(text.replace('# %% tags=["parameters"]', "# %%", 1))
+    assert "differs in tags" in pair_difference(tmp_path / nb.name)
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
+def test_profiles_only_override_declared_values(nb_path):
+    declared = notebook_parameters(nb_path)
+    for profile in ("smoke", "quick", "full"):
+        own = load_profile(profile, REPO / "notebooks").get(nb_path.stem, {})
+        assert set(own) <= set(declared), f"{profile}.yaml names undeclared {set(own) - set(declared)}"
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)

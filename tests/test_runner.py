@@ -8,19 +8,18 @@ import yaml
 
 from conftest import make_notebook
 from nbutils.cli import main
-from nbutils.runner import load_profile, parse_override, resolve_parameters, run_notebooks
-
-PARAMS = 'reports_dir = "../reports"\nfactor = 2\nlabel = "a"\n'
-SPEC = (
-    "from dataclasses import dataclass\n"
-    "from nbutils.params import validate_parameters\n"
-    "@dataclass(frozen=True)\n"
-    "class Params:\n"
-    "    reports_dir: str\n"
-    "    factor: int\n"
-    "    label: str\n"
-    "P = validate_parameters(Params, globals())\n"
+from nbutils.params import ParameterError
+from nbutils.runner import (
+    load_profile,
+    notebook_parameters,
+    parse_override,
+    resolve_parameters,
+    run_notebook,
+    run_notebooks,
 )
+
+PARAMS = 'reports_dir: str = "../reports"\nfactor: int = 2  # multiplies 21\nlabel: str = "a"\n'
+SPEC = "from nbutils.params import validate_parameters\nP = validate_parameters(globals())\n"
 BODY = (
     "from nbutils.reporting import write_metrics\n"
     "if P.label == 'boom':\n"
@@ -79,14 +78,33 @@ def test_runs_in_order_with_profile_and_override(suite, tmp_path):
     assert 'href="00_first.html"' in index and "test fixture" in index and ">63<" in index
 
 
-def test_bad_parameter_fails_with_clear_message(suite, tmp_path, capsys):
+def test_declared_parameters_are_read_from_the_cell(suite):
+    assert notebook_parameters(suite / "00_first.ipynb") == {"reports_dir": "../reports", "factor": 2,
+                                                             "label": "a"}
+
+
+def test_bad_parameter_stops_the_run_before_any_notebook(suite, tmp_path, capsys):
     nb = suite / "00_first.ipynb"
     code = main(["run", str(nb), "--profile", str(suite / "profiles" / "tiny.yaml"),
                  "--reports", str(tmp_path / "r"), "-p", "factor", "two", "--no-progress"])
-    assert code == 1
+    assert code == 2
     out = capsys.readouterr().out
-    assert "ParameterError" in out and "parameter 'factor' must be int" in out
-    assert "FAILED: 00_first" in out
+    assert "00_first.ipynb" in out and "parameter 'factor' must be int" in out
+    assert "factor: int" in out and "label: str" in out  # the allowed parameters
+    assert not (tmp_path / "r" / "00_first.ipynb").exists()
+
+
+def test_profile_typo_in_a_later_notebook_stops_the_run_first(suite, tmp_path):
+    (suite / "profiles" / "typo.yaml").write_text("01_second:\n  lable: b\n")
+    with pytest.raises(ParameterError, match=r"01_second.ipynb.*unknown parameter\(s\): lable"):
+        run_notebooks(profile="typo", reports_dir=tmp_path / "r", notebooks_dir=suite, progress=False)
+    assert not (tmp_path / "r" / "00_first.ipynb").exists()
+
+
+def test_the_kernel_refuses_a_wrong_type_too(suite, tmp_path):
+    result = run_notebook(suite / "00_first.ipynb", {"factor": "two"}, tmp_path / "r", progress=False)
+    assert result.status == "failed"
+    assert "ParameterError" in result.error and "parameter 'factor' must be int" in result.error
 
 
 def test_undeclared_override_is_refused_before_running(suite, tmp_path):

@@ -15,19 +15,24 @@ COMMAND_MODULES = ("nbutils.synth.cli", "nbutils.prep.cli", "nbutils.normative.r
 
 
 def _run(args: argparse.Namespace) -> int:
+    from nbutils.params import ParameterError
     from nbutils.runner import format_summary, parse_override, run_notebooks
 
     overrides = dict(parse_override(name, value) for name, value in args.param)
-    results = run_notebooks(
-        args.notebooks or None,
-        profile=args.profile,
-        overrides=overrides,
-        reports_dir=args.reports,
-        data_dir=args.data,
-        notebooks_dir=args.notebooks_dir,
-        keep_going=args.keep_going,
-        progress=not args.no_progress,
-    )
+    try:
+        results = run_notebooks(
+            args.notebooks or None,
+            profile=args.profile,
+            overrides=overrides,
+            reports_dir=args.reports,
+            data_dir=args.data,
+            notebooks_dir=args.notebooks_dir,
+            keep_going=args.keep_going,
+            progress=not args.no_progress,
+        )
+    except ParameterError as exc:
+        print(f"nothing was run: {exc}")
+        return 2
     print()
     print(format_summary(results))
     failed = [r.notebook for r in results if r.status == "failed"]

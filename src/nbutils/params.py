@@ -1,26 +1,42 @@
-"""Validation of notebook parameters, shared by every notebook.
+"""Notebook parameters: declared once, in the cell tagged ``parameters``.
 
-Each notebook has one cell tagged ``parameters`` holding plain assignments
-(papermill injects overrides right after it). The next cell declares a frozen
-dataclass with one typed field per parameter and calls::
+The ``parameters`` cell is the one declaration of a notebook's parameters: one
+annotated assignment per parameter, ``name: type = default  # help``::
 
-    P = validate_parameters(Params, globals())
+    from typing import Literal
 
-An unknown name, a missing name or a value of the wrong type stops the run
-with one message that lists the allowed parameters and their types.
+    seed: int = 0  # random seed of the run
+    reg: Literal["affine", "syn"] = "affine"  # registration of the main batch
+    max_minutes: float | None = 5.0  # wall-clock cap; None for none
+
+papermill injects overrides right after it as plain assignments. The next cell
+calls ``P = validate_parameters(globals())``, which derives a frozen dataclass
+from the annotations the declaration left in the namespace and checks every
+value against it. The runner reads the same cell without a kernel
+(:func:`read_parameters_cell`) to check profiles before anything runs. An
+unknown name, a missing name or a value of the wrong type stops the run with one
+message that lists the allowed parameters and their types.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
-__all__ = ["ParameterError", "describe_parameters", "validate_parameters"]
-
-T = TypeVar("T")
+__all__ = [
+    "Declared",
+    "ParameterError",
+    "check_parameters",
+    "describe_parameters",
+    "parameter_spec",
+    "read_parameters_cell",
+    "spec_from_cell",
+    "validate_parameters",
+]
 
 # Names IPython puts in a fresh namespace that are not parameters.
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
@@ -128,23 +144,39 @@ def _user_names(namespace: Mapping[str, Any]) -> set[str]:
     return names
 
 
-def validate_parameters(spec: type[T], namespace: Mapping[str, Any]) -> T:
-    """Check a notebook's parameters against ``spec`` and return them as an instance.
+def parameter_spec(annotations: Mapping[str, Any], name: str = "Params") -> type:
+    """A frozen dataclass with one typed field per declared parameter.
+
+    Parameters
+    ----------
+    annotations : mapping
+        Parameter name to type, in declaration order (the ``__annotations__``
+        of a notebook namespace, or :func:`read_parameters_cell`'s types).
+    name : str
+        Name of the generated class.
+    """
+    public = [(k, tp) for k, tp in annotations.items() if not k.startswith("_")]
+    if not public:
+        raise ParameterError(
+            "the parameters cell declares no typed parameters; write one "
+            "'name: type = default  # help' line per parameter"
+        )
+    return dataclasses.make_dataclass(name, public, frozen=True)
+
+
+def check_parameters(spec: type, values: Mapping[str, Any], require_all: bool = True) -> dict[str, Any]:
+    """Check ``values`` against ``spec``; return them coerced (ints given for floats become floats).
 
     Parameters
     ----------
     spec : dataclass type
-        One field per parameter, each with a type annotation (``int``, ``float``,
-        ``str``, ``bool``, ``list[...]``, ``tuple[...]``, ``dict[...]``,
-        ``Literal[...]``, ``X | None``). ``float`` fields accept ints.
-    namespace : mapping
-        Usually ``globals()`` of the notebook, evaluated right after the
-        parameters cell (and papermill's injected cell). Every public,
-        non-callable name in it must be a field of ``spec``.
-
-    Returns
-    -------
-    instance of ``spec``
+        From :func:`parameter_spec`.
+    values : mapping
+        Parameter names and values; names that are not plain values (modules,
+        functions, arrays) are ignored, see :func:`validate_parameters`.
+    require_all : bool
+        Report declared parameters missing from ``values`` (True inside a
+        notebook; False for a profile, which only overrides).
 
     Raises
     ------
@@ -152,26 +184,25 @@ def validate_parameters(spec: type[T], namespace: Mapping[str, Any]) -> T:
         Listing every unknown, missing or mistyped parameter, followed by the
         allowed parameters and their types.
     """
-    if not dataclasses.is_dataclass(spec):
-        raise TypeError(f"{spec!r} is not a dataclass")
     hints = typing.get_type_hints(spec)
-    fields = {f.name for f in dataclasses.fields(spec)}
+    fields = [f.name for f in dataclasses.fields(spec)]
     problems: list[str] = []
-    unknown = sorted(_user_names(namespace) - fields)
+    unknown = sorted(_user_names(values) - set(fields))
     if unknown:
         problems.append("unknown parameter(s): " + ", ".join(unknown))
-    values: dict[str, Any] = {}
+    coerced_values: dict[str, Any] = {}
     for name in sorted(fields):
-        if name not in namespace:
-            problems.append(f"missing parameter: {name}")
+        if name not in values:
+            if require_all:
+                problems.append(f"missing parameter: {name}")
             continue
-        ok, coerced = _check(namespace[name], hints[name])
+        ok, coerced = _check(values[name], hints[name])
         if not ok:
             problems.append(
                 f"parameter {name!r} must be {_type_name(hints[name])}, "
-                f"got {namespace[name]!r} ({type(namespace[name]).__name__})"
+                f"got {values[name]!r} ({type(values[name]).__name__})"
             )
-        values[name] = coerced
+        coerced_values[name] = coerced
     if problems:
         raise ParameterError(
             "Invalid notebook parameters: "
@@ -179,4 +210,102 @@ def validate_parameters(spec: type[T], namespace: Mapping[str, Any]) -> T:
             + f".\nAllowed parameters of {spec.__name__}:\n"
             + describe_parameters(spec)
         )
-    return spec(**values)
+    return coerced_values
+
+
+def validate_parameters(namespace: Mapping[str, Any]) -> Any:
+    """Check a notebook's parameters against its ``parameters`` cell; return them typed.
+
+    Parameters
+    ----------
+    namespace : mapping
+        ``globals()`` of the notebook, evaluated right after the parameters
+        cell (and papermill's injected cell). Its ``__annotations__`` are the
+        declaration; every public plain value in it must be a declared
+        parameter.
+
+    Returns
+    -------
+    A frozen dataclass instance (class ``Params``), one attribute per parameter.
+
+    Raises
+    ------
+    ParameterError
+        Listing every unknown, missing or mistyped parameter, followed by the
+        allowed parameters and their types.
+    """
+    spec = parameter_spec(namespace.get("__annotations__", {}))
+    return spec(**check_parameters(spec, namespace))
+
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """One parameter as written in a ``parameters`` cell."""
+
+    name: str
+    annotation: str
+    default: Any
+    help: str
+
+
+#: Names an annotation in a parameters cell may use besides the builtins.
+_ANNOTATION_NAMES = {"Literal": Literal, "Optional": Optional, "Any": Any}
+
+
+def read_parameters_cell(source: str, where: str = "parameters cell") -> dict[str, Declared]:
+    """Read a ``parameters`` cell without running it.
+
+    Parameters
+    ----------
+    source : str
+        The cell's source.
+    where : str
+        Named in error messages (e.g. the notebook's path).
+
+    Returns
+    -------
+    dict
+        Parameter name to :class:`Declared`, in declaration order.
+
+    Raises
+    ------
+    ParameterError
+        If a statement is neither an import nor an annotated assignment of a
+        literal value (``name: type = value``).
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise ParameterError(f"{where}: not valid Python ({exc})") from exc
+    lines = source.splitlines()
+    declared: dict[str, Declared] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        line = lines[node.lineno - 1].strip()
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value):
+            raise ParameterError(
+                f"{where}, line {node.lineno}: {line!r} is not a typed declaration "
+                "'name: type = default  # help'"
+            )
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError as exc:
+            raise ParameterError(f"{where}, line {node.lineno}: the default of {node.target.id!r} "
+                                 "must be a literal value") from exc
+        comment = lines[node.end_lineno - 1].partition("#")[2].strip() if node.end_lineno else ""
+        declared[node.target.id] = Declared(node.target.id, ast.unparse(node.annotation), default, comment)
+    return declared
+
+
+def spec_from_cell(source: str, where: str = "parameters cell") -> type:
+    """The dataclass of :func:`parameter_spec` built from a cell's source (no kernel needed)."""
+    declared = read_parameters_cell(source, where)
+    namespace = dict(_ANNOTATION_NAMES)
+    types_ = {}
+    for d in declared.values():
+        try:
+            types_[d.name] = eval(d.annotation, {"__builtins__": __builtins__}, namespace)  # noqa: S307
+        except Exception as exc:  # noqa: BLE001 - any failure is a bad declaration
+            raise ParameterError(f"{where}: cannot read the type {d.annotation!r} of {d.name!r}") from exc
+    return parameter_spec(types_)

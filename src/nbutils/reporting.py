@@ -10,7 +10,48 @@ from typing import Any
 
 from nbutils.io import write_bytes, write_json, write_text
 
-__all__ = ["build_index", "metrics_path", "read_metrics", "save_figure", "write_metrics"]
+__all__ = [
+    "build_index",
+    "metrics_path",
+    "package_versions",
+    "print_config",
+    "read_metrics",
+    "save_figure",
+    "write_metrics",
+]
+
+#: Packages whose versions a notebook prints near its top (as MONAI's ``print_config``).
+KEY_PACKAGES = (
+    "nbutils", "torch", "pytorch-lightning", "monai", "numpy", "scipy", "pandas", "scikit-learn",
+    "nibabel", "nilearn", "matplotlib", "papermill", "jupytext",
+)
+
+
+def package_versions(packages: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``packages`` (``"not installed"`` when absent), plus Python's."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def print_config(packages: tuple[str, ...] = KEY_PACKAGES) -> None:
+    """Print the versions of the suite's key packages and the CPU threads torch uses."""
+    versions = package_versions(packages)
+    try:
+        import torch
+
+        versions["torch threads"] = str(torch.get_num_threads())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    width = max(len(k) for k in versions)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in versions.items()))
 
 
 def metrics_path(reports_dir: str | os.PathLike, stem: str) -> Path:

@@ -23,10 +23,12 @@ from typing import Any
 import yaml
 
 from nbutils.io import atomic_path, write_json, write_text
+from nbutils.params import ParameterError, check_parameters, read_parameters_cell, spec_from_cell
 from nbutils.reporting import build_index, metrics_path
 
 __all__ = [
     "NotebookResult",
+    "check_notebook_parameters",
     "discover_notebooks",
     "load_profile",
     "notebook_parameters",
@@ -75,12 +77,37 @@ def load_profile(profile: str | os.PathLike, notebooks_dir: str | os.PathLike = 
     return {k: dict(v or {}) for k, v in data.items()}
 
 
+def parameters_cell(notebook: str | os.PathLike) -> str:
+    """The source of a notebook's one cell tagged ``parameters``."""
+    import nbformat
+
+    cells = [c for c in nbformat.read(notebook, as_version=4).cells
+             if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{notebook}: expected one cell tagged 'parameters', found {len(cells)}")
+    return cells[0].source
+
+
 def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
     """Names and default values declared in a notebook's ``parameters`` cell."""
-    import papermill
+    declared = read_parameters_cell(parameters_cell(notebook), where=str(notebook))
+    return {name: d.default for name, d in declared.items()}
 
-    declared = papermill.inspect_notebook(str(notebook))
-    return {name: info.get("default") for name, info in declared.items()}
+
+def check_notebook_parameters(notebook: str | os.PathLike, values: Mapping[str, Any]) -> None:
+    """Check values meant for a notebook against its ``parameters`` cell, without a kernel.
+
+    Raises
+    ------
+    nbutils.params.ParameterError
+        Naming the notebook, every unknown or mistyped parameter, and the
+        allowed parameters with their types.
+    """
+    spec = spec_from_cell(parameters_cell(notebook), where=str(notebook))
+    try:
+        check_parameters(spec, values, require_all=False)
+    except ParameterError as exc:
+        raise ParameterError(f"{Path(notebook).name}: {exc}") from None
 
 
 def parse_override(name: str, value: str) -> tuple[str, Any]:
@@ -220,10 +247,13 @@ def run_notebooks(
             f"parameter(s) {sorted(unused)} are not declared by any of the notebooks "
             f"{[nb.stem for nb in notebooks]}"
         )
+    resolved = {nb: resolve_parameters(nb.stem, declared[nb], prof, overrides, fixed) for nb in notebooks}
+    for nb, params in resolved.items():  # a typo in the last notebook's section stops the run now
+        check_notebook_parameters(nb, params)
     results: list[NotebookResult] = []
     failed = False
     for nb in notebooks:
-        params = resolve_parameters(nb.stem, declared[nb], prof, overrides, fixed)
+        params = resolved[nb]
         if failed and not keep_going:
             results.append(NotebookResult(notebook=nb.stem, status="skipped", parameters=params))
             continue

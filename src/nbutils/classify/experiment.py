@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nbutils.classify.lightning import fit_classifier, predict_proba
-from nbutils.classify.metrics import METRICS, classification_metrics, confusion_matrix, summarise
+from nbutils.classify.metrics import (
+    METRICS,
+    classification_metrics,
+    confusion_matrix,
+    format_mean_sd,
+    summarise,
+)
 from nbutils.classify.splits import (
     SubjectSplit,
     assert_no_leakage,
@@ -27,7 +34,30 @@ from nbutils.classify.splits import (
     stratified_subset,
 )
 
-__all__ = ["CVResult", "cross_validate", "sample_size_experiment", "select"]
+__all__ = ["CVResult", "cross_validate", "fit_options", "sample_size_experiment", "select"]
+
+
+def fit_options(params: Any, n_classes: int) -> dict[str, Any]:
+    """Training settings shared by every classifier run of a notebook.
+
+    Parameters
+    ----------
+    params : validated notebook parameters
+        Reads ``max_epochs``, ``patience``, ``min_epochs``, ``batch_size``,
+        ``lr``, ``weight_decay``, ``accelerator`` and ``devices``.
+    n_classes : int
+        Output classes.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :func:`cross_validate` and
+        :func:`sample_size_experiment` (passed on to ``fit_classifier``).
+    """
+    return dict(n_classes=n_classes, max_epochs=params.max_epochs, patience=params.patience,
+                min_epochs=params.min_epochs, batch_size=params.batch_size, lr=params.lr,
+                weight_decay=params.weight_decay, accelerator=params.accelerator,
+                devices=params.devices)
 
 
 def select(subjects: Sequence[str], chosen: Sequence[str]) -> np.ndarray:
@@ -77,6 +107,10 @@ class CVResult:
         """Mean ± SD over folds of every metric (and the early-stopping epoch)."""
         rows = self.folds[self.folds["partition"] == partition]
         return summarise(rows, [*METRICS, "epochs_run", "best_epoch"])
+
+    def mean_sd(self, partition: str = "test") -> pd.Series:
+        """``"mean ± sd"`` over folds of every metric, as the notebooks print it."""
+        return format_mean_sd(self.summary(partition))
 
     def headline(self) -> dict[str, float]:
         """The numbers the notebooks report: test balanced accuracy mean/SD, AUC mean, n_test."""

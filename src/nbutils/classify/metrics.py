@@ -26,6 +26,7 @@ __all__ = [
     "METRICS",
     "classification_metrics",
     "confusion_matrix",
+    "format_mean_sd",
     "read_learning_curves",
     "roc_auc",
     "summarise",
@@ -132,6 +133,11 @@ def summarise(per_fold: pd.DataFrame, columns: Sequence[str] | None = None) -> p
     columns = [c for c in (columns or METRICS) if c in per_fold]
     values = per_fold[columns].astype(float)
     return pd.DataFrame({"mean": values.mean(), "sd": values.std(ddof=1), "n": values.count()})
+
+
+def format_mean_sd(summary: pd.DataFrame, digits: int = 3) -> pd.Series:
+    """``"mean ± sd"`` strings, one per row of a :func:`summarise` table."""
+    return summary.apply(lambda r: f"{r['mean']:.{digits}f} ± {r['sd']:.{digits}f}", axis=1)
 
 
 def read_learning_curves(log_dir: str | os.PathLike) -> pd.DataFrame:

@@ -18,8 +18,10 @@ and ``head``; ``features.<i>`` are the names Grad-CAM needs.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -194,4 +196,49 @@ def count_parameters(model: nn.Module) -> int:
     return sum(math.prod(p.shape) for p in model.parameters() if p.requires_grad)
 
 
-__all__ += ["count_parameters"]
+__all__ += ["classifier_factories", "count_parameters", "describe_classifiers"]
+
+
+def classifier_factories(
+    params: Any, shape: Sequence[int], n_classes: int
+) -> dict[str, Callable[[], nn.Module]]:
+    """The two networks every classification notebook compares, as zero-argument factories.
+
+    Parameters
+    ----------
+    params : validated notebook parameters
+        Reads ``channels``, ``hidden``, ``dropout``, ``pif_channels`` and
+        ``pif_patch_size``.
+    shape : sequence of int
+        Spatial shape of the input volumes (the PIF layer's patch grid depends on it).
+    n_classes : int
+        Output classes.
+
+    Returns
+    -------
+    dict
+        ``{"baseline": make_baseline, "pif": make_pif}``; each call builds a
+        freshly initialised network (one per fold or repeat).
+    """
+
+    def make_baseline() -> nn.Module:
+        return BaselineCNN(n_classes=n_classes, channels=params.channels, hidden=params.hidden,
+                           dropout=params.dropout)
+
+    def make_pif() -> nn.Module:
+        return PIFNet(shape, n_classes=n_classes, channels=params.channels,
+                      pif_channels=params.pif_channels, patch_size=params.pif_patch_size,
+                      hidden=params.hidden, dropout=params.dropout)
+
+    return {"baseline": make_baseline, "pif": make_pif}
+
+
+def describe_classifiers(factories: dict[str, Callable[[], nn.Module]]) -> pd.DataFrame:
+    """Trainable parameters of each network; prints how the PIF layer splits its input."""
+    models = {name: make() for name, make in factories.items()}
+    for model in models.values():
+        if isinstance(model, PIFNet):
+            layer = model.pif
+            print(f"PIF layer input {layer.input_shape} split into {layer.grids[0]} patches of "
+                  f"{layer.patch_size} voxels ({layer.n_patches} patches, each with its own conv block)")
+    return pd.DataFrame({name: {"parameters": count_parameters(m)} for name, m in models.items()})

@@ -1,0 +1,316 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (nbutils)
+#     language: python
+#     name: nbutils
+# ---
+
+# %% [markdown]
+# # 02 · Train the normative 3D autoencoder
+#
+# A **normative model** learns what healthy brains look like, so that one new scan can be compared
+# with it voxel by voxel. Here the model is a 3D convolutional autoencoder trained on healthy (CN)
+# T1-weighted scans only: it squeezes each scan through a small bottleneck and reconstructs it.
+# Anything it has never seen in healthy brains — a tumour, atrophy — it reconstructs poorly, and that
+# reconstruction error becomes the deviation map of notebook 03.
+#
+# **Learning objectives**
+#
+# - split a cohort *by subject* into training, validation and test sets with patients only in test;
+# - build an autoencoder **without skip connections** and explain why skips would hide anomalies;
+# - train it with PyTorch Lightning the reproducible way (seeded, checkpointed, early-stopped, logged),
+#   with the same code ready for GPUs or several nodes (DDP);
+# - derive the **normative statistics** (healthy residual mean/SD maps, thresholds at a healthy
+#   false-positive rate, regional reference) and store them beside the checkpoint.
+#
+# | Prerequisites | |
+# |---|---|
+# | Notebooks | 00 (synthetic cohort) — this notebook generates the cohort if it is missing |
+# | Concepts | convolution, autoencoders, train/validation splits |
+# | Data | the synthetic cohort in MNI space (`<data_dir>/synthetic/<profile>-mni`) |
+#
+# **Expected CPU time** (2 cores): about 2–3 minutes with the `quick` profile, under a minute with `smoke`.
+
+# %% tags=["parameters"]
+from typing import Literal
+
+reports_dir: str = "../reports"
+data_dir: str = "../data"
+seed: int = 0
+profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
+cohort_seed: int = 0
+resolution: float = 2.0  # mm; the smoke profile uses 4.0
+n_healthy: int = 50
+n_mci: int = 15
+n_ad: int = 25
+n_tumour: int = 24
+# model
+channels: list[int] = [16, 32, 64, 128]  # feature maps per level; 4 levels: 80x96x80 -> 5x6x5
+latent_channels: int = 32
+lr: float = 0.002
+batch_size: int = 4
+max_epochs: int = 40
+patience: int = 8
+max_minutes: float | None = 5.0  # wall-clock safety cap (stopping by time is not reproducible)
+val_fraction: float = 0.2
+test_fraction: float = 0.2
+augment_scale: float = 0.0
+augment_shift: float = 0.0
+# normative statistics
+sigma: float = 1.0  # voxels: smoothing of each residual map
+map_sigma: float = 2.0  # voxels: smoothing of the healthy mean/SD maps
+score_kind: Literal["abs", "positive", "negative"] = "abs"
+median_size: int = 3
+erode: int = 1
+min_size: int = 8
+profile_measure: Literal["mean_z", "mean_abs_z", "p95_abs_z"] = "mean_z"
+atlas: str = "neuromorphometrics"
+# hardware: the same code runs on GPUs / several nodes (for DDP launch python -m nbutils.normative.train)
+accelerator: str = "cpu"
+devices: int = 1
+strategy: str = "auto"
+num_nodes: int = 1
+
+# %%
+from nbutils.params import validate_parameters
+from nbutils.reporting import print_config
+
+P = validate_parameters(globals())
+print_config()
+P
+
+# %% [markdown]
+# ## 1 · The cohort and the subject split
+#
+# We use the synthetic cohort (real MNI152 anatomy with known ground truth; see notebook 00). Its MNI
+# images are already skull-stripped and z-scored within the brain, on the 2 mm grid of
+# Behrendt et al. (80×96×80). `load_bids` reads it like any BIDS dataset, so a real preprocessed
+# dataset drops in by changing the folder.
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from nbutils.runs import model_folder, open_dataset
+
+data = open_dataset(P)
+table, DATA_SOURCE = data.table, data.source
+model_dir = model_folder(P)
+print(DATA_SOURCE)
+table["diagnosis"].value_counts()
+
+# %% [markdown]
+# Only healthy subjects may train or validate a *normative* model. `assign_splits` splits the healthy
+# **subjects** (never scans: a person with two sessions stays on one side) into training, validation
+# (the held-out healthy reference for the normative statistics and thresholds) and test; every patient
+# goes to test.
+
+# %%
+from nbutils.normative.data import assign_splits
+
+splits = assign_splits(table, P.val_fraction, P.test_fraction, seed=P.seed)
+pd.crosstab(splits["diagnosis"], splits["split"])
+
+# %% [markdown]
+# **Exercise.** Why must the healthy *validation* subjects be different from the training subjects
+# when we estimate the residual SD per voxel?
+#
+# <details><summary>Solution</summary>
+#
+# The network has partly memorised its training scans, so their residuals are smaller than those of
+# any new scan. An SD estimated on them would be too small, every new healthy scan would look
+# abnormal, and the z-scores would be miscalibrated. Held-out healthy scans behave like the new
+# subjects we want to test.
+# </details>
+
+# %% [markdown]
+# ## 2 · An autoencoder without skip connections
+#
+# Each encoder level halves the grid with a stride-2 convolution (MONAI `Convolution` blocks:
+# conv → instance norm → PReLU); a 1×1×1 convolution forms the bottleneck; the decoder mirrors the
+# encoder with transposed convolutions. A U-Net would add *skip connections* from encoder to decoder —
+# great for segmentation, fatal here: they copy the input, anomaly included, straight to the output
+# (Baur et al. 2021). The only path from input to output is the bottleneck.
+
+# %%
+import torch
+
+from nbutils.normative.data import load_volumes
+from nbutils.normative.model import NormativeAutoencoder
+
+net = NormativeAutoencoder(channels=P.channels, latent_channels=P.latent_channels, lr=P.lr)
+shape = load_volumes(splits["path"].head(1)).shape[1:]
+latent = net.net.encode(torch.zeros(1, 1, *shape))
+n_params = sum(p.numel() for p in net.parameters())
+print(f"input {shape} -> latent {tuple(latent.shape[1:])} "
+      f"({latent.numel()} numbers, {latent.numel() / (shape[0] * shape[1] * shape[2]):.1%} of the voxels); "
+      f"{n_params:,} parameters")
+
+# %% [markdown]
+# ## 3 · Training with Lightning
+#
+# `build_normative_model` trains with Lightning conventions — `seed_everything(seed, workers=True)`,
+# `save_hyperparameters` (plain types, so checkpoints load with `torch.load(weights_only=True)`),
+# `ModelCheckpoint` (best + last), `EarlyStopping` on the validation L1 and a `CSVLogger` — and then
+# fits the normative statistics. `accelerator`, `devices`, `strategy` and `num_nodes` are passed
+# straight to the `Trainer`; for multi-process DDP run the same code as a script:
+# `python -m nbutils.normative.train --table subjects.tsv --out DIR --devices 2 --strategy ddp`.
+
+# %%
+from nbutils.normative.pipeline import build_normative_model
+
+result, stats, model = build_normative_model(
+    splits,
+    model_dir,
+    model={"channels": P.channels, "latent_channels": P.latent_channels, "lr": P.lr},
+    data={"batch_size": P.batch_size, "augment_scale": P.augment_scale,
+          "augment_shift": P.augment_shift},
+    max_epochs=P.max_epochs,
+    patience=P.patience,
+    max_minutes=P.max_minutes,
+    seed=P.seed,
+    accelerator=P.accelerator,
+    devices=P.devices,
+    strategy=P.strategy,
+    num_nodes=P.num_nodes,
+    stats_options={"atlas": P.atlas, "resolution": P.resolution, "sigma": P.sigma,
+                   "map_sigma": P.map_sigma, "measure": P.profile_measure,
+                   "postprocessing": {"score": P.score_kind, "median_size": P.median_size,
+                                      "erode": P.erode, "min_size": P.min_size}},
+    data_source=DATA_SOURCE,
+    progress=False,
+)
+import json
+
+training = json.loads((model_dir / "training.json").read_text())
+print(f"trained {result.epochs} epochs in {result.train_seconds:.0f} s (stopped by {training['stopped_by']}); "
+      f"best validation L1 {result.best_val_loss:.4f}  ({DATA_SOURCE})")
+print("checkpoint:", result.best_checkpoint)
+
+# %% [markdown]
+# The learning curve comes from the `CSVLogger` file, read back with pandas. Training and validation
+# loss should fall together; a validation loss that turns up while training loss keeps falling is
+# over-fitting, and early stopping keeps the best checkpoint.
+
+# %%
+from nbutils.normative.plots import plot_learning_curve
+from nbutils.normative.train import read_learning_curve
+from nbutils.reporting import save_figure
+
+curve = read_learning_curve(result.metrics_csv)
+fig = plot_learning_curve(curve)
+fig.axes[0].set_title(f"learning curve ({DATA_SOURCE})", fontsize=8)
+save_figure(fig, P.reports_dir, "02_train_normative_autoencoder", "learning_curve")
+plt.show()
+
+# %% [markdown]
+# ## 4 · What the model reconstructs
+#
+# A held-out healthy validation scan, its reconstruction, the residual and the z-map against the
+# healthy reference. The reconstruction is smoother than the input — the bottleneck cannot carry every
+# detail — which is why residuals are compared with *healthy residuals at the same voxel* rather than
+# used raw.
+
+# %%
+import numpy as np
+
+from nbutils.normative.pipeline import deviation_maps
+
+subjects = pd.read_csv(model_dir / "subjects.tsv", sep="\t")
+val_rows = subjects[subjects["split"] == "val"]
+example = load_volumes(val_rows["path"].head(1))
+recon, z = deviation_maps(model, stats, example)
+from nbutils.normative.plots import plot_reconstruction
+
+fig = plot_reconstruction(example[0], recon[0], z[0],
+                          title=f"{val_rows['participant_id'].iloc[0]} (healthy, validation; {DATA_SOURCE})")
+save_figure(fig, P.reports_dir, "02_train_normative_autoencoder", "reconstruction")
+plt.show()
+
+# %% [markdown]
+# ## 5 · The normative statistics beside the checkpoint
+#
+# Everything needed to turn a new scan into a calibrated deviation map is saved next to the checkpoint
+# (`normative_stats.npz` + `.json`): the healthy residual mean and SD maps, thresholds at 1 % and 5 %
+# voxel false-positive rate (from leave-one-out z-maps of the validation subjects, so never from
+# lesions), the post-processing, and the regional reference distribution. Notebooks 03 and 04 and the
+# `nbutils report` command need only the checkpoint folder.
+
+# %%
+from nbutils.normative.explorer import slice_at
+from nbutils.normative.stats import stats_paths
+
+print([p.name for p in stats_paths(result.best_checkpoint)], "thresholds:", stats.thresholds)
+fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
+k = stats.mask.shape[2] // 2
+for ax, (name, arr) in zip(axes, [("healthy residual mean", stats.residual.mean),
+                                   ("healthy residual SD", stats.residual.sd)], strict=True):
+    im = ax.imshow(slice_at(np.where(stats.mask, arr, np.nan), "axial", k), origin="lower", cmap="magma")
+    ax.set_title(f"{name} (n={stats.residual.n})", fontsize=9)
+    ax.axis("off")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+fig.suptitle(DATA_SOURCE, fontsize=8)
+save_figure(fig, P.reports_dir, "02_train_normative_autoencoder", "normative_maps")
+plt.show()
+
+# %% [markdown]
+# **Exercise.** The SD map is largest at tissue borders and the brain rim. Why, and what does that do
+# to the z-score of a small lesion there?
+#
+# <details><summary>Solution</summary>
+#
+# Small misalignments between subjects (registration is never perfect, brains differ in shape) move
+# sharp intensity edges by a voxel or two, so residuals vary most there. A large SD shrinks z, so a
+# lesion on an edge needs a larger residual to be flagged — the price of calibration.
+# </details>
+#
+# ## 6 · Metrics
+
+# %%
+from nbutils.reporting import write_metrics
+
+write_metrics(
+    P.reports_dir,
+    "02_train_normative_autoencoder",
+    {"train_seconds": result.train_seconds, "epochs": result.epochs,
+     "best_val_loss": result.best_val_loss,
+     "stopped_by": training["stopped_by"],
+     "n_train": int((subjects["split"] == "train").sum()),
+     "n_validation": int((subjects["split"] == "val").sum()),
+     "model_dir": str(model_dir)},
+    data_source=DATA_SOURCE,
+)
+
+# %% [markdown]
+# ## Summary
+#
+# - A normative model is trained on healthy subjects only; the split is by subject and patients are
+#   kept for testing.
+# - The autoencoder has no skip connections, so everything it outputs passed through the bottleneck.
+# - Lightning gives reproducible, checkpointed, logged training that scales from this CPU to DDP.
+# - The healthy residual statistics and thresholds live beside the checkpoint: one folder is the model.
+#
+# ## What to read next
+#
+# Notebook **03** turns residuals into calibrated deviation maps and measures tumour detection against
+# simple baselines; notebook **04** aggregates them into regional profiles and single-subject reports.
+#
+# ## References
+#
+# - The seed study (`seeds/000_…`): normative 3D convolutional autoencoder on ~100 healthy IXI scans,
+#   voxel-wise deviation maps, regional profiles.
+# - Baur C. et al. (2021) Autoencoders for unsupervised anomaly segmentation in brain MR images: a
+#   comparative study. *Medical Image Analysis* 69:101952.
+# - Behrendt F. et al. Patched diffusion models / unsupervised anomaly detection benchmarks on IXI at
+#   2 mm (80×96×80) with thresholds at healthy false-positive rates.
+# - Pinaya W. H. L. et al. (2019) Using deep autoencoders to identify abnormal brain structural
+#   patterns in neuropsychiatric disorders. *NeuroImage: Clinical*.
+# - PyTorch Lightning and MONAI documentation.

@@ -1,0 +1,146 @@
+"""What a notebook run opens, found from its parameters: its dataset and its normative model.
+
+Every notebook calls these instead of re-deriving folders, so the dataset's
+location, its subject table and the sentence that says where the numbers came
+from are the same in every notebook, figure and metrics file.
+
+``params`` is the validated parameters object of a notebook
+(:func:`nbutils.params.validate_parameters`); each function names the
+attributes it reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+__all__ = [
+    "NormativeRun",
+    "RunDataset",
+    "cohort_label",
+    "model_folder",
+    "open_dataset",
+    "open_normative_model",
+]
+
+Space = Literal["mni", "native"]
+
+
+@dataclass(frozen=True)
+class RunDataset:
+    """A run's dataset: where it is, one row per scan, and the sentence naming it."""
+
+    root: Path
+    table: pd.DataFrame
+    source: str
+
+
+def cohort_label(profile: str, cohort_seed: int, space: Space = "mni", resolution: float = 2.0) -> str:
+    """The one wording of the synthetic cohort's data source.
+
+    >>> cohort_label("quick", 0, "mni", 2.0)
+    'synthetic cohort (quick profile, cohort_seed 0, MNI space, 2 mm grid)'
+    """
+    where = f"MNI space, {resolution:g} mm grid" if space == "mni" else "native whole-head scans"
+    return f"synthetic cohort ({profile} profile, cohort_seed {cohort_seed}, {where})"
+
+
+def _cohort_arguments(params: Any, space: Space) -> dict[str, Any]:
+    if space == "mni":
+        return dict(n_healthy=params.n_healthy, n_mci=params.n_mci, n_ad=params.n_ad,
+                    n_tumour=params.n_tumour, resolution=params.resolution)
+    return dict(n_healthy=params.n_native_healthy, n_mci=0, n_ad=0, n_tumour=params.n_native_tumour)
+
+
+def open_dataset(params: Any, space: Space = "mni", jobs: int = 1) -> RunDataset:
+    """Open (generating it on first use) the synthetic cohort of a run.
+
+    Parameters
+    ----------
+    params : validated notebook parameters
+        Reads ``data_dir``, ``profile``, ``cohort_seed`` and, for ``space="mni"``,
+        ``n_healthy``, ``n_mci``, ``n_ad``, ``n_tumour``, ``resolution``; for
+        ``space="native"``, ``n_native_healthy`` and ``n_native_tumour``.
+    space : {"mni", "native"}
+        The MNI-space cohort the models use, or the whole-head native scans
+        that preprocessing starts from.
+    jobs : int
+        Worker processes when the cohort must be generated.
+
+    Returns
+    -------
+    RunDataset
+        ``root`` is ``<data_dir>/synthetic/<profile>-<space>``; ``table`` comes
+        from :func:`nbutils.datasets.load_bids`.
+    """
+    from nbutils.datasets import load_bids
+    from nbutils.synth import ensure_cohort
+
+    root = ensure_cohort(Path(params.data_dir) / "synthetic" / f"{params.profile}-{space}",
+                         space=space, seed=params.cohort_seed, jobs=jobs,
+                         **_cohort_arguments(params, space))
+    resolution = getattr(params, "resolution", 2.0)
+    return RunDataset(root, load_bids(root), cohort_label(params.profile, params.cohort_seed, space,
+                                                          resolution))
+
+
+def model_folder(params: Any, name: str = "normative_ae") -> Path:
+    """``<data_dir>/models/<profile>/<name>``: where a run's trained model lives."""
+    return Path(params.data_dir) / "models" / params.profile / name
+
+
+@dataclass
+class NormativeRun:
+    """A trained normative model with everything notebook 02 saved beside it."""
+
+    folder: Path
+    checkpoint: Path
+    model: Any
+    stats: Any
+    subjects: pd.DataFrame
+    training: dict
+
+    def split(self, name: str, diagnoses: list[str] | None = None) -> pd.DataFrame:
+        """The subjects of one split (``train``, ``val``, ``test``), optionally of some diagnoses."""
+        rows = self.subjects[self.subjects["split"] == name]
+        if diagnoses is not None:
+            rows = rows[rows["diagnosis"].isin(diagnoses)]
+        return rows.reset_index(drop=True)
+
+
+def open_normative_model(params: Any) -> NormativeRun:
+    """Load the normative autoencoder that notebook 02 trained for this run.
+
+    Parameters
+    ----------
+    params : validated notebook parameters
+        Reads ``data_dir`` and ``profile``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When notebook 02 has not been run with the same profile and data folder.
+    """
+    import json
+
+    from nbutils.normative.stats import load_stats
+    from nbutils.normative.train import load_autoencoder
+
+    folder = model_folder(params)
+    checkpoint = folder / "checkpoints" / "best.ckpt"
+    if not checkpoint.exists():
+        raise FileNotFoundError(
+            f"{checkpoint} not found: run notebook 02 with profile {params.profile!r} and "
+            f"data_dir {params.data_dir!r} first"
+        )
+    return NormativeRun(
+        folder=folder,
+        checkpoint=checkpoint,
+        model=load_autoencoder(checkpoint),
+        stats=load_stats(checkpoint),
+        subjects=pd.read_csv(folder / "subjects.tsv", sep="\t"),
+        training=json.loads((folder / "training.json").read_text()),
+    )
