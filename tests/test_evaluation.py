@@ -68,7 +68,7 @@ def test_missing_one_of_two_lesions_scores_half():
     truth = _two_lesions((11, 12, 13))
     seg = np.zeros_like(truth)
     seg[5, 6, 6] = True  # one voxel inside the large lesion only
-    table = lesion_detection(seg, truth)
+    table = lesion_detection(seg, truth, voxel_volume_mm3=1.0)
     overall = detection_rate_by(table, None).iloc[0]
     assert overall["n_lesions"] == 2 and overall["n_detected"] == 1
     assert overall["detection_rate"] == 0.5
@@ -106,6 +106,14 @@ def test_empty_size_bin_is_reported_with_zero_lesions():
     assert rates.loc["≥ 10 cm³", "n_lesions"] == 0
     assert np.isnan(rates.loc["≥ 10 cm³", "detection_rate"])
     assert rates.loc["< 1 cm³", "n_lesions"] == 2
+
+
+def test_no_lesions_give_an_empty_typed_table():
+    table = lesion_detection(np.zeros((7, 8, 9)), np.zeros((7, 8, 9)), voxel_volume_mm3=8.0)
+    assert table.empty
+    assert table["voxels"].dtype.kind == "i" and table["volume_cm3"].dtype.kind == "f"
+    overall = detection_rate_by(table, None).iloc[0]
+    assert overall["n_lesions"] == 0 and np.isnan(overall["detection_rate"])
 
 
 def test_false_positive_components_count_clusters_away_from_lesions():
@@ -263,8 +271,8 @@ def test_age_matching_stays_within_caliper_and_is_reproducible(rng):
 
 
 def test_age_matching_takes_the_nearest_and_respects_strata():
-    idx, pairs = age_matched_controls([70.0], [60.0, 69.0, 72.0, 71.0], caliper=5)
-    assert list(idx) == [1]
+    idx, pairs = age_matched_controls([70.0], [72.0, 60.0, 71.0, 69.5], caliper=5)
+    assert list(idx) == [3]  # 69.5 is nearest, though listed last
     _, pairs = age_matched_controls([70.0, 70.0], [70.5, 69.0, 95.0], caliper=1.0)
     assert sorted(pairs["control"]) == [0, 1]
     _, pairs = age_matched_controls([50.0], [20.0], caliper=5)
@@ -282,10 +290,10 @@ def test_age_matching_takes_the_nearest_and_respects_strata():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: lesion_detection(np.zeros((7, 8, 9)), np.zeros((7, 8, 8))), "does not match truth"),
-        (lambda: lesion_detection(np.zeros((7, 8)), np.zeros((7, 8))), "volume"),
-        (lambda: lesion_detection(np.zeros((0, 7, 8, 9)), np.zeros((0, 7, 8, 9))), "empty"),
-        (lambda: lesion_detection(np.zeros((2, 7, 8, 9)), np.zeros((2, 7, 8, 9)), subjects=["a"]), "subject ids"),
+        (lambda: lesion_detection(np.zeros((7, 8, 9)), np.zeros((7, 8, 8)), 1.0), "does not match truth"),
+        (lambda: lesion_detection(np.zeros((7, 8)), np.zeros((7, 8)), 1.0), "volume"),
+        (lambda: lesion_detection(np.zeros((0, 7, 8, 9)), np.zeros((0, 7, 8, 9)), 1.0), "empty"),
+        (lambda: lesion_detection(np.zeros((2, 7, 8, 9)), np.zeros((2, 7, 8, 9)), 1.0, subjects=["a"]), "subject ids"),
         (lambda: lesion_detection(np.zeros((7, 8, 9)), np.zeros((7, 8, 9)), voxel_volume_mm3=0), "voxel_volume"),
         (lambda: lesion_components(np.zeros((7, 8, 9)), connectivity=8), "connectivity"),
         (lambda: false_positive_components(np.zeros((7, 8, 9)), np.zeros((11, 12, 13))), "does not match"),

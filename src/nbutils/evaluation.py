@@ -128,7 +128,7 @@ def size_bin_labels(edges_cm3: Sequence[float]) -> list[str]:
 def lesion_detection(
     segmentation: np.ndarray,
     truth: np.ndarray,
-    voxel_volume_mm3: float = 1.0,
+    voxel_volume_mm3: float,
     connectivity: int = 26,
     subjects: Sequence | None = None,
     size_bins_cm3: Sequence[float] = (1.0, 10.0),
@@ -145,7 +145,8 @@ def lesion_detection(
     segmentation, truth : array ``(X, Y, Z)`` or ``(N, X, Y, Z)``, same shape
         Binary (non-zero = positive) segmentation and lesion masks.
     voxel_volume_mm3 : float
-        Volume of one voxel in mm³ (8 for a 2 mm grid).
+        Volume of one voxel in mm³ (8 for a 2 mm grid). Required: the size bins
+        depend on it.
     connectivity : {6, 18, 26}
         Neighbourhood defining a lesion.
     subjects : sequence, optional
@@ -181,10 +182,11 @@ def lesion_detection(
                 "overlap_voxels": int(overlap[i]), "detected": bool(overlap[i] > 0),
             })  # fmt: skip
     columns = ["subject", "lesion", "voxels", "volume_cm3", "overlap_voxels", "detected"]
-    out = pd.DataFrame(rows, columns=columns)
-    out["detected"] = out["detected"].astype(bool)
+    out = pd.DataFrame(rows, columns=columns).astype(
+        {"lesion": int, "voxels": int, "volume_cm3": float, "overlap_voxels": int, "detected": bool}
+    )
     edges = [-np.inf, *[float(e) for e in size_bins_cm3], np.inf]
-    out["size_bin"] = pd.cut(out["volume_cm3"].astype(float), edges, right=False, labels=labels_text)
+    out["size_bin"] = pd.cut(out["volume_cm3"], edges, right=False, labels=labels_text)
     return out
 
 
