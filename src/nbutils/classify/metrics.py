@@ -24,6 +24,7 @@ import pandas as pd
 
 __all__ = [
     "METRICS",
+    "binary_auc",
     "classification_metrics",
     "confusion_matrix",
     "format_mean_sd",
@@ -51,8 +52,12 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: in
     return cm
 
 
-def _binary_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """Mann-Whitney AUC: probability a positive scores above a negative (ties count half)."""
+def binary_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Mann-Whitney AUC: probability a positive scores above a negative (ties count half).
+
+    ``y`` holds 1 for positives and 0 for negatives; NaN when either class is absent.
+    """
+    y, score = np.asarray(y), np.asarray(score)
     pos, neg = score[y == 1], score[y == 0]
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
@@ -66,8 +71,8 @@ def roc_auc(y_true: Sequence[int], y_prob: np.ndarray) -> float:
     y = np.asarray(y_true, int)
     prob = np.asarray(y_prob, float)
     if prob.shape[1] == 2:
-        return _binary_auc(y, prob[:, 1])
-    aucs = [_binary_auc((y == c).astype(int), prob[:, c]) for c in np.unique(y)]
+        return binary_auc(y, prob[:, 1])
+    aucs = [binary_auc((y == c).astype(int), prob[:, c]) for c in np.unique(y)]
     aucs = [a for a in aucs if np.isfinite(a)]
     return float(np.mean(aucs)) if aucs else float("nan")
 
