@@ -4,12 +4,14 @@ A JupyterLab server is started on 127.0.0.1 (free port, token auth) over a
 temporary copy of the notebooks, the deviation-map notebook is opened in
 Debian's Chromium through Playwright (``executable_path``; never a browser
 download), all cells are run, and the explorer widget is driven like a user
-would: slider, threshold, region choice, subject choice. The notebook runs with
-the ``quick`` profile's parameters, so its prerequisites are made first: the
-quick cohort (notebook 00, without the whole-head scans only notebook 01
-needs) and the quick autoencoder (notebook 02), a few minutes on 2 cores. Set
-``NBUTILS_REUSE_QUICK=DIR`` to reuse the ``reports/`` and ``data/`` of an earlier
-``make demo`` in DIR (e.g. ``.``). Screenshots go to ``reports/screenshots/``.
+would: slider, threshold, region choice, subject choice.
+
+The explorer only needs a cohort and a trained model, so by default it runs on
+the smoke run the notebook tests make anyway (``smoke_run``: tiny cohort, tiny
+model, a few seconds per cell). Set ``NBUTILS_REUSE_QUICK=DIR`` to drive it on
+the ``reports/`` and ``data/`` of an earlier ``make demo`` in DIR (e.g. ``.``)
+instead; the screenshots then go to ``DIR/reports/screenshots/`` (the README's
+pictures), otherwise beside the smoke run's reports.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,7 @@ from conftest import REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NOTEBOOK = "03_deviation_maps"
-SCREENSHOTS = REPO / "reports" / "screenshots"
+SCREENSHOTS = REPO / "reports" / "screenshots"  # set by the `page` fixture
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-quic",
@@ -42,6 +45,8 @@ CHROMIUM_FLAGS = [
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
+    # the first test pays for the session's smoke run (~6 min here) before JupyterLab starts
+    pytest.mark.timeout(2400),
     pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (make test installs it)"),
 ]
 
@@ -52,41 +57,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-#: Notebook 00's whole-head scans feed notebook 01 only; the explorer does not need them.
-QUICK_SKIP = {"n_native_healthy": 1, "n_native_tumour": 0, "n_shrink_check": 1}
+@dataclass(frozen=True)
+class LabData:
+    """Where the explorer's cohort and model are, and which profile made them."""
+
+    reports: Path
+    data: Path
+    profile: str
+
+    @property
+    def screenshots(self) -> Path:
+        return self.reports / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> tuple[Path, Path]:
-    """Reports and data folders holding the quick cohort and the quick autoencoder."""
-    from nbutils.runner import run_notebooks
-
+def lab_data(request) -> LabData:
+    """The demo's outputs when asked for, else the session's smoke run."""
     reuse = os.environ.get("NBUTILS_REUSE_QUICK")
     if reuse:
         root = Path(reuse).resolve()
-        return root / "reports", root / "data"
-    root = tmp_path_factory.mktemp("quick")
-    notebooks = [REPO / "notebooks" / f"{n}.ipynb" for n in ("00_synthetic_cohort",
-                                                              "02_train_normative_autoencoder")]
-    results = run_notebooks(notebooks, profile="quick", reports_dir=root / "reports",
-                            data_dir=root / "data", notebooks_dir=REPO / "notebooks",
-                            overrides=QUICK_SKIP, progress=False)
-    failed = [r.notebook for r in results if r.status != "ok"]
-    if failed:
-        pytest.fail(f"quick prerequisites failed: {failed}; executed copies in {root / 'reports'}")
-    return root / "reports", root / "data"
+        return LabData(root / "reports", root / "data", "quick")
+    smoke = request.getfixturevalue("smoke_run")
+    if smoke.results["02_train_normative_autoencoder"].status != "ok":
+        pytest.fail("the smoke run of notebook 02 failed, so there is no model to explore")
+    return LabData(smoke.reports, smoke.data, "smoke")
 
 
 @pytest.fixture(scope="module")
-def lab_params(quick_run) -> dict:
-    """The explorer notebook's parameters: the quick profile, reading the quick run's data."""
+def lab_params(lab_data) -> dict:
+    """The explorer notebook's parameters: the profile and folders of the run that made the data."""
     from nbutils.runner import load_profile, notebook_parameters, resolve_parameters
 
-    reports, data = quick_run
     source = REPO / "notebooks" / f"{NOTEBOOK}.ipynb"
     return resolve_parameters(
-        NOTEBOOK, notebook_parameters(source), load_profile("quick", REPO / "notebooks"),
-        fixed={"reports_dir": str(reports), "data_dir": str(data)},
+        NOTEBOOK, notebook_parameters(source), load_profile(lab_data.profile, REPO / "notebooks"),
+        fixed={"reports_dir": str(lab_data.reports), "data_dir": str(lab_data.data)},
     )
 
 
@@ -137,10 +142,12 @@ def lab_server(lab_notebook) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(lab_server):
+def page(lab_server, lab_data):
     """Headless Chromium with the notebook open, all cells run, explorer rendered."""
     from playwright.sync_api import sync_playwright
 
+    global SCREENSHOTS
+    SCREENSHOTS = lab_data.screenshots
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, timeout=60_000)
@@ -154,11 +161,11 @@ def page(lab_server):
             pg.click("#jp-MainMenu .lm-MenuBar-itemLabel:text-is('Run')")
             pg.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
             try:
-                pg.wait_for_selector(".nbutils-explorer", timeout=600_000)
+                pg.wait_for_selector(".nbutils-explorer", timeout=300_000)
             except Exception:
                 pg.screenshot(path=str(SCREENSHOTS / "explorer_not_rendered.png"))
                 raise
-            _wait_kernel_idle(pg, timeout=900.0)  # the cells after the explorer (stability retrains) finish
+            _wait_kernel_idle(pg, timeout=300.0)  # the cells after the explorer (stability retrains) finish
             pg.locator(".nbutils-explorer").scroll_into_view_if_needed()
             time.sleep(1.0)
             pg.screenshot(path=str(SCREENSHOTS / "jupyterlab_explorer.png"))

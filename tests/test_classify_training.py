@@ -146,3 +146,37 @@ def test_batchnorm_statistics_match_the_returned_weights(rng, tmp_path):
     var = act.var(dim=(0, 2, 3, 4), unbiased=True).numpy()
     np.testing.assert_allclose(bn.running_mean.numpy(), mean, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(bn.running_var.numpy(), var, rtol=2e-2)
+
+
+def test_classifier_factories_build_fresh_networks_from_parameters():
+    from types import SimpleNamespace
+
+    from nbutils.classify.experiment import fit_options
+    from nbutils.classify.models import (
+        BaselineCNN,
+        PIFNet,
+        classifier_factories,
+        count_parameters,
+        describe_classifiers,
+    )
+
+    p = SimpleNamespace(channels=[2, 4, 4, 8], hidden=8, dropout=0.1, pif_channels=2, pif_patch_size=1,
+                        max_epochs=3, patience=2, min_epochs=1, batch_size=2, lr=0.01, weight_decay=0.0,
+                        accelerator="cpu", devices=1)
+    make = classifier_factories(p, (16, 24, 16), n_classes=3)
+    a, b = make["baseline"](), make["baseline"]()
+    assert isinstance(a, BaselineCNN) and isinstance(make["pif"](), PIFNet) and a is not b
+    table = describe_classifiers(make)
+    assert table.loc["parameters", "baseline"] == count_parameters(a)
+    assert table.loc["parameters", "pif"] == count_parameters(make["pif"]())
+    assert fit_options(p, 3) == dict(n_classes=3, max_epochs=3, patience=2, min_epochs=1, batch_size=2,
+                                     lr=0.01, weight_decay=0.0, accelerator="cpu", devices=1)
+
+
+def test_mean_sd_strings():
+    import pandas as pd
+
+    from nbutils.classify.metrics import format_mean_sd, summarise
+
+    folds = pd.DataFrame({"accuracy": [0.5, 0.7, 0.9]})
+    assert format_mean_sd(summarise(folds, ["accuracy"])).to_dict() == {"accuracy": "0.700 ± 0.200"}

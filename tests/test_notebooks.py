@@ -111,6 +111,7 @@ def test_profiles_name_only_known_notebooks(profile):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the first one pays for the whole smoke run (~6 min here)
 @pytest.mark.parametrize("stem", IDS)
 def test_notebook_runs_with_smoke_profile(smoke_run, stem):
     result = smoke_run.results[stem]

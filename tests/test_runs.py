@@ -1,0 +1,39 @@
+"""What a notebook run opens: its dataset (one wording of the data source) and its model."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from nbutils.runs import cohort_label, model_folder, open_dataset, open_normative_model
+
+
+def params(tmp_path, **kw):
+    base = dict(data_dir=str(tmp_path), profile="tiny", cohort_seed=3, n_healthy=2, n_mci=0, n_ad=1,
+                n_tumour=0, resolution=4.0, n_native_healthy=1, n_native_tumour=0)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_one_wording_of_the_data_source():
+    assert cohort_label("quick", 0, "mni", 2.0) == (
+        "synthetic cohort (quick profile, cohort_seed 0, MNI space, 2 mm grid)")
+    assert cohort_label("full", 1, "native") == "synthetic cohort (full profile, cohort_seed 1, native whole-head scans)"
+
+
+@pytest.mark.slow
+def test_open_dataset_generates_once_then_reuses(tmp_path):
+    p = params(tmp_path)
+    first = open_dataset(p)
+    assert first.root == tmp_path / "synthetic" / "tiny-mni"
+    assert sorted(first.table["diagnosis"]) == ["AD", "CN", "CN"]
+    assert first.source == cohort_label("tiny", 3, "mni", 4.0)
+    stamp = (first.root / "participants.tsv").stat().st_mtime_ns
+    again = open_dataset(p)
+    assert (again.root / "participants.tsv").stat().st_mtime_ns == stamp  # reused, not regenerated
+    assert again.table.equals(first.table)
+
+
+def test_missing_model_names_the_notebook_and_profile(tmp_path):
+    p = params(tmp_path)
+    assert model_folder(p) == tmp_path / "models" / "tiny" / "normative_ae"
+    with pytest.raises(FileNotFoundError, match=r"run notebook 02 with profile 'tiny'"):
+        open_normative_model(p)
