@@ -16,7 +16,9 @@ regional
 stats
     The normative statistics saved beside a checkpoint (``normative_stats.npz/json``).
 pipeline
-    Fit the statistics, analyse one scan, compare detection methods, stability.
+    Fit the statistics, build a model, deviation maps and profiles, analyse one scan.
+evaluate
+    Compare detection methods at healthy thresholds; profile stability across retrains.
 plots
     Figures of notebooks 02-04.
 explorer
