@@ -20,9 +20,9 @@ pipeline
 evaluate
     Compare detection methods at healthy thresholds; profile stability across retrains.
 plots
-    Figures of notebooks 02-04.
+    Pure slice/overlay/plane drawing functions and the figures of notebooks 02-04 and the report.
 explorer
-    Pure slice/overlay functions, static figures and the ipywidgets explorer.
+    The ipywidgets deviation explorer (draws with ``plots``).
 report
     The single-subject HTML report and its ``nbutils report`` command.
 

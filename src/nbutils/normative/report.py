@@ -98,8 +98,8 @@ def write_report(
     from nbutils.anatomy import resample_to_grid, standard_grid
     from nbutils.io import save_nifti, write_table, write_text
 
-    from .explorer import figure_png, plot_planes, plot_profile
     from .pipeline import analyse_volume
+    from .plots import figure_png, plot_planes, plot_profile
     from .stats import load_stats
     from .train import load_autoencoder
 
