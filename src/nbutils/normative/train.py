@@ -12,6 +12,8 @@ once per extra device, so for DDP run this module as a script::
     python -m nbutils.normative.train --table subjects.tsv --out models/ae \\
         --accelerator cpu --devices 2 --strategy ddp --max-epochs 1
 
+The same options are the ``nbutils train`` command (:func:`register`).
+
 Output layout of ``out``::
 
     checkpoints/best.ckpt, checkpoints/last.ckpt
@@ -43,6 +45,8 @@ __all__ = [
     "load_autoencoder",
     "main",
     "read_learning_curve",
+    "register",
+    "run",
     "train_autoencoder",
 ]
 
@@ -259,10 +263,13 @@ def load_autoencoder(checkpoint: str | os.PathLike):
     return model
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m nbutils.normative.train",
-        description="Train the normative 3D autoencoder on the healthy subjects of a table.",
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` command to the ``nbutils`` parser (also the parser of :func:`main`)."""
+    p = subparsers.add_parser(
+        "train",
+        help="train the normative 3D autoencoder (DDP-ready)",
+        description="Train the normative 3D autoencoder on the healthy subjects of a table. "
+        "For the 'ddp' strategy run it as 'python -m nbutils.normative.train'.",
     )
     p.add_argument("--table", required=True, help="TSV/CSV with participant_id, path, diagnosis")
     p.add_argument("--out", required=True, help="output folder")
@@ -278,12 +285,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train-batches", type=float, default=None)
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--no-progress", action="store_true")
-    return p
+    p.set_defaults(func=run)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (see the module docstring)."""
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``nbutils train`` and ``python -m nbutils.normative.train``."""
     devices: int | str = int(args.devices) if args.devices.isdigit() else args.devices
     limit = args.limit_train_batches
     if limit is not None and limit >= 1:
@@ -307,6 +313,21 @@ def main(argv: list[str] | None = None) -> int:
     if result is not None:
         print(json.dumps({k: str(v) for k, v in asdict(result).items()}))
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The ``train`` sub-command's parser, standalone (DDP re-runs this module as a script)."""
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    register(subparsers)
+    parser = subparsers.choices["train"]
+    parser.prog = "python -m nbutils.normative.train"
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point of ``python -m nbutils.normative.train`` (see the module docstring)."""
+    args = _parser().parse_args(argv)
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised by the DDP test in a subprocess
