@@ -122,24 +122,80 @@ def train_autoencoder(
     """
     import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
-
-    from nbutils.io import write_json, write_table
 
     from .data import NormativeDataModule
     from .model import NormativeAutoencoder
 
     out_dir = Path(out_dir)
-    work = out_dir / ".training"
-    if _is_launcher() and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-
+    work = _fresh_work_dir(out_dir)
     pl.seed_everything(seed, workers=True, verbose=False)
     data_kwargs = {"split_seed": seed, **(data or {})}
     dm = NormativeDataModule(table, progress=progress, **data_kwargs)
     net = NormativeAutoencoder(**(model or {}))
+    trainer, ckpt, stop = _trainer(
+        work, max_epochs=max_epochs, patience=patience, accelerator=accelerator, devices=devices,
+        strategy=strategy, num_nodes=num_nodes, precision=precision,
+        limit_train_batches=limit_train_batches, max_minutes=max_minutes, progress=progress,
+    )  # fmt: skip
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    start = time.perf_counter()
+    trainer.fit(net, datamodule=dm)
+    seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return None
+
+    best_score = ckpt.best_model_score
+    summary = {
+        "train_seconds": round(seconds, 2),
+        "epochs": int(trainer.current_epoch),
+        "stopped_by": _stop_reason(trainer, stop, max_epochs, max_minutes),
+        "best_val_loss": float(best_score) if best_score is not None else float("nan"),
+        "seed": seed,
+        "max_epochs": max_epochs,
+        "max_minutes": max_minutes,
+        "patience": patience,
+        "accelerator": accelerator,
+        "devices": devices,
+        "strategy": strategy,
+        "num_nodes": num_nodes,
+        "model": dict(net.hparams),
+        "data": {k: v for k, v in data_kwargs.items() if k != "mask" or isinstance(v, str)},
+        "n_subjects": dm.table.groupby("split")["participant_id"].nunique().to_dict(),
+    }
+    return _publish(work, out_dir, dm.table, summary)
+
+
+def _fresh_work_dir(out_dir: Path) -> Path:
+    """``out_dir/.training``, emptied by the launching process (DDP children share it)."""
+    work = out_dir / ".training"
+    if _is_launcher() and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _trainer(
+    work: Path,
+    *,
+    max_epochs: int,
+    patience: int,
+    accelerator: str,
+    devices: int | str,
+    strategy: str,
+    num_nodes: int,
+    precision: str,
+    limit_train_batches: int | float | None,
+    max_minutes: float | None,
+    progress: bool,
+):
+    """A deterministic Trainer writing best/last checkpoints and CSV logs under ``work``.
+
+    Returns ``(trainer, checkpoint_callback, early_stopping_callback)``.
+    """
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
     ckpt = ModelCheckpoint(
         dirpath=work / "checkpoints", filename="best", monitor="val_loss", mode="min",
         save_last=True, save_top_k=1,
@@ -163,44 +219,29 @@ def train_autoencoder(
         limit_train_batches=limit_train_batches,
         num_sanity_val_steps=0,
     )
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    start = time.perf_counter()
-    trainer.fit(net, datamodule=dm)
-    seconds = time.perf_counter() - start
-    if not trainer.is_global_zero:
-        return None
+    return trainer, ckpt, stop
 
-    best_score = ckpt.best_model_score
+
+def _stop_reason(trainer, stop, max_epochs: int, max_minutes: float | None) -> str:
+    """Why training ended; warns when the wall-clock limit (not reproducible) stopped it."""
     if stop.stopped_epoch > 0:
-        reason = "early_stopping"
-    elif trainer.current_epoch >= max_epochs:
-        reason = "max_epochs"
-    else:
-        reason = "max_time"
-        warnings.warn(
-            f"training stopped by the {max_minutes}-minute time limit after {trainer.current_epoch} "
-            f"of {max_epochs} epochs: the result depends on machine speed (not reproducible); "
-            "raise max_minutes or lower max_epochs",
-            stacklevel=2,
-        )
-    summary = {
-        "train_seconds": round(seconds, 2),
-        "epochs": int(trainer.current_epoch),
-        "stopped_by": reason,
-        "best_val_loss": float(best_score) if best_score is not None else float("nan"),
-        "seed": seed,
-        "max_epochs": max_epochs,
-        "max_minutes": max_minutes,
-        "patience": patience,
-        "accelerator": accelerator,
-        "devices": devices,
-        "strategy": strategy,
-        "num_nodes": num_nodes,
-        "model": dict(net.hparams),
-        "data": {k: v for k, v in data_kwargs.items() if k != "mask" or isinstance(v, str)},
-        "n_subjects": dm.table.groupby("split")["participant_id"].nunique().to_dict(),
-    }
-    write_table(work / "subjects.tsv", dm.table)
+        return "early_stopping"
+    if trainer.current_epoch >= max_epochs:
+        return "max_epochs"
+    warnings.warn(
+        f"training stopped by the {max_minutes}-minute time limit after {trainer.current_epoch} "
+        f"of {max_epochs} epochs: the result depends on machine speed (not reproducible); "
+        "raise max_minutes or lower max_epochs",
+        stacklevel=3,
+    )
+    return "max_time"
+
+
+def _publish(work: Path, out_dir: Path, table: pd.DataFrame, summary: dict) -> TrainResult:
+    """Write the split table and summary, then move the finished run from ``work`` into ``out_dir``."""
+    from nbutils.io import write_json, write_table
+
+    write_table(work / "subjects.tsv", table)
     write_json(work / "training.json", summary)
     (work / "checkpoints" / "best.ckpt").exists() or shutil.copy(
         work / "checkpoints" / "last.ckpt", work / "checkpoints" / "best.ckpt"
