@@ -1,11 +1,46 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from nbutils.cli import build_parser, main
 
+COMMANDS = {"run", "synth", "prep", "report", "train"}
+
 
 def test_every_command_is_registered():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert {"run", "synth", "prep", "report"} <= set(sub.choices)
+    assert COMMANDS <= set(sub.choices)
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert f"    {name} " in out or f"    {name}\n" in out, name
+
+
+def test_train_subcommand_and_module_share_one_parser():
+    from nbutils.normative.train import _parser, run
+
+    args = build_parser().parse_args(["train", "--table", "t.tsv", "--out", "o", "--devices", "2"])
+    assert args.func is run and args.devices == "2" and args.max_epochs == 50
+    standalone = _parser().parse_args(["--table", "t.tsv", "--out", "o", "--devices", "2"])
+    assert vars(standalone) == {k: v for k, v in vars(args).items() if k != "command"}
+
+
+def test_train_module_help_still_works():
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "nbutils.normative.train", "--help"],
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("usage: python -m nbutils.normative.train")
+    assert "--strategy" in proc.stdout and "--table" in proc.stdout
 
 
 def test_unknown_profile_is_a_clear_error(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of the explorer's pure functions and widget, and of the single-subject report command."""
+"""Tests of the drawing functions, the explorer widget and the single-subject report command."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbutils.normative.explorer import (
-    DeviationExplorer,
-    ExplorerSubject,
+from nbutils.normative.explorer import DeviationExplorer, ExplorerSubject
+from nbutils.normative.plots import (
     figure_png,
     overlay_rgba,
     plot_profile,

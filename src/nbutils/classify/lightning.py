@@ -296,14 +296,43 @@ def fit_classifier(
     )
     best = _BestWeights(min_epochs)
     logger = CSVLogger(save_dir=str(log_dir), name="", version=0)
+    trainer = _classifier_trainer(
+        logger, best, x_tr, batch_size=batch_size, max_epochs=max_epochs, min_epochs=min_epochs,
+        patience=patience, accelerator=accelerator, devices=devices, progress=progress,
+    )  # fmt: skip
+    start = time.perf_counter()
     with _quiet():
-        trainer = pl.Trainer(
+        trainer.fit(
+            module,
+            train_dataloaders=_loader(x_tr, y_tr, batch_size, True, seed),
+            val_dataloaders=_loader(x_va, y_va, batch_size, False, seed),
+        )
+    seconds = time.perf_counter() - start
+    return _fit_result(model, trainer, best, logger, seconds)
+
+
+def _classifier_trainer(
+    logger: CSVLogger,
+    best: _BestWeights,
+    x_train: torch.Tensor,
+    *,
+    batch_size: int,
+    max_epochs: int,
+    min_epochs: int,
+    patience: int,
+    accelerator: str,
+    devices: int | str,
+    progress: bool,
+) -> pl.Trainer:
+    """Trainer with BatchNorm recalibration, early stopping on ``val_loss`` and best-weight keeping."""
+    with _quiet():
+        return pl.Trainer(
             accelerator=accelerator,
             devices=devices,
             max_epochs=max_epochs,
             min_epochs=min(min_epochs, max_epochs),
             callbacks=[
-                _RecalibrateBatchNorm(x_tr, batch_size),
+                _RecalibrateBatchNorm(x_train, batch_size),
                 EarlyStopping(monitor="val_loss", mode="min", patience=patience),
                 best,
             ],
@@ -315,14 +344,12 @@ def fit_classifier(
             log_every_n_steps=1,
             deterministic="warn",
         )
-    start = time.perf_counter()
-    with _quiet():
-        trainer.fit(
-            module,
-            train_dataloaders=_loader(x_tr, y_tr, batch_size, True, seed),
-            val_dataloaders=_loader(x_va, y_va, batch_size, False, seed),
-        )
-    seconds = time.perf_counter() - start
+
+
+def _fit_result(
+    model: nn.Module, trainer: pl.Trainer, best: _BestWeights, logger: CSVLogger, seconds: float
+) -> FitResult:
+    """Load the best epoch's weights into ``model`` (eval mode) and gather the run's record."""
     if best.state is not None:
         model.load_state_dict(best.state)
     model.eval()

@@ -16,11 +16,13 @@ regional
 stats
     The normative statistics saved beside a checkpoint (``normative_stats.npz/json``).
 pipeline
-    Fit the statistics, analyse one scan, compare detection methods, stability.
+    Fit the statistics, build a model, deviation maps and profiles, analyse one scan.
+evaluate
+    Compare detection methods at healthy thresholds; profile stability across retrains.
 plots
-    Figures of notebooks 02-04.
+    Pure slice/overlay/plane drawing functions and the figures of notebooks 02-04 and the report.
 explorer
-    Pure slice/overlay functions, static figures and the ipywidgets explorer.
+    The ipywidgets deviation explorer (draws with ``plots``).
 report
     The single-subject HTML report and its ``nbutils report`` command.
 

@@ -1,4 +1,4 @@
-"""From a trained autoencoder to calibrated deviation maps, profiles and detection metrics.
+"""From a trained autoencoder to calibrated deviation maps and regional profiles.
 
 * :func:`fit_normative_stats` — the normative statistics from held-out healthy
   validation scans (residual norm, thresholds at healthy FPRs via
@@ -8,8 +8,11 @@
   and the seed-stability retrains of notebook 03).
 * :func:`analyse_volume` — one preprocessed scan to z-map, segmentation,
   regional profile and total deviation (the report's engine).
-* :func:`deviation_maps`, :func:`regional_profiles`, :func:`detection_summary`
-  — batched versions for evaluation.
+* :func:`deviation_maps`, :func:`regional_profiles` — batched versions for
+  evaluation.
+
+Comparing detection methods and the stability of profiles across retrained
+models is :mod:`nbutils.normative.evaluate`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import pandas as pd
 from .deviation import (
     VoxelNorm,
     binarise,
-    dice,
     fit_voxel_norm,
     leave_one_out_z,
     postprocess,
@@ -36,17 +38,13 @@ from .stats import NormativeStats
 
 __all__ = [
     "DEFAULT_POSTPROCESSING",
-    "METHODS",
     "SubjectDeviation",
     "analyse_volume",
     "atlas_arrays",
     "build_normative_model",
-    "detection_summary",
     "deviation_maps",
     "fit_normative_stats",
-    "healthy_thresholds",
-    "method_scores",
-    "profile_correlation",
+    "postprocessed_scores",
     "regional_profiles",
 ]
 
@@ -63,7 +61,8 @@ def atlas_arrays(name: str, resolution: float) -> tuple[np.ndarray, pd.DataFrame
     return atlas.data().astype(np.int32), atlas.labels
 
 
-def _scores(z: np.ndarray, mask: np.ndarray, post: dict) -> np.ndarray:
+def postprocessed_scores(z: np.ndarray, mask: np.ndarray, post: dict) -> np.ndarray:
+    """Score map of z-maps (``post["score"]``), median-filtered and eroded inside ``mask``."""
     return postprocess(score_map(z, post["score"]), mask, post["median_size"], post["erode"])
 
 
@@ -135,7 +134,7 @@ def fit_normative_stats(
         factor = max(float(np.quantile(np.abs(ref_z[:, mask]), 0.95)) / 1.959964, 1e-3)
         norm = VoxelNorm(norm.mean, (norm.sd * factor).astype(np.float32), mask, norm.sigma, norm.n)
         ref_z = ref_z / factor
-    healthy = _scores(ref_z, mask, post)
+    healthy = postprocessed_scores(ref_z, mask, post)
     thresholds = {f"fpr_{f:g}": threshold_at_fpr(healthy, mask, f) for f in FPRS}
     intensity = fit_voxel_norm(train_volumes, mask, sigma, map_sigma)
     labels, regions = atlas_data if atlas_data is not None else atlas_arrays(atlas, resolution)
@@ -231,7 +230,7 @@ def analyse_volume(
     post = stats.postprocessing
     score = seg = None
     if segment:
-        score = _scores(z, stats.mask, post)
+        score = postprocessed_scores(z, stats.mask, post)
         seg = binarise(score, stats.thresholds[key], post["min_size"])
     raw = region_statistics(z, labels, stats.regional.regions["index"].to_numpy(), stats.mask)
     table = stats.regional.profile_table(raw)
@@ -295,129 +294,3 @@ def build_normative_model(
                                 **(stats_options or {}))
     save_stats(stats, result.best_checkpoint)
     return result, stats, net
-
-
-def detection_summary(
-    scores: dict[str, np.ndarray],
-    thresholds: dict[str, float],
-    truth: np.ndarray,
-    mask: np.ndarray,
-    min_size: int = 0,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Voxel-level detection metrics of several methods on the same held-out lesion scans.
-
-    Parameters
-    ----------
-    scores : dict
-        Method name -> post-processed score maps ``(N, X, Y, Z)`` of the lesion scans.
-    thresholds : dict
-        Method name -> threshold fixed on healthy scans (e.g. at 5 % voxel FPR).
-    truth : bool array ``(N, X, Y, Z)``
-        Lesion masks.
-    mask : array ``(X, Y, Z)``
-        Brain mask: only voxels inside count.
-    min_size : int
-        Minimum component size of the thresholded segmentation.
-
-    Returns
-    -------
-    summary : DataFrame
-        One row per method: ``auprc``, ``best_dice`` (pooled voxels, best threshold),
-        ``dice_at_threshold`` (mean over subjects), ``threshold``.
-    per_subject : DataFrame
-        One row per method and scan: ``subject`` (position), ``dice``, ``auprc``,
-        ``lesion_voxels``.
-    """
-    from .deviation import auprc, best_dice
-
-    mask = np.asarray(mask) > 0
-    truth = np.asarray(truth) > 0
-    rows, per = [], []
-    for name, s in scores.items():
-        s = np.asarray(s)
-        if s.shape != truth.shape:
-            raise ValueError(f"{name}: scores {s.shape} do not match truth {truth.shape}")
-        flat_s, flat_t = s[:, mask].ravel(), truth[:, mask].ravel()
-        bd, _ = best_dice(flat_s, flat_t)
-        dices = []
-        for i in range(len(s)):
-            seg = binarise(s[i], thresholds[name], min_size) & mask
-            d = dice(seg, truth[i] & mask)
-            dices.append(d)
-            t_i = truth[i][mask]
-            per.append({
-                "method": name, "subject": i, "dice": d,
-                "auprc": auprc(s[i][mask], t_i) if t_i.any() else np.nan,
-                "lesion_voxels": int(t_i.sum()),
-            })  # fmt: skip
-        rows.append({
-            "method": name, "auprc": auprc(flat_s, flat_t), "best_dice": bd,
-            "dice_at_threshold": float(np.mean(dices)), "threshold": thresholds[name],
-        })  # fmt: skip
-    return pd.DataFrame(rows), pd.DataFrame(per)
-
-
-#: Detection methods compared in notebook 03, baselines first (Meissen et al. 2021).
-METHODS = ("intensity", "voxel_z", "autoencoder")
-
-
-def method_scores(model, stats: NormativeStats, volumes: np.ndarray) -> dict[str, np.ndarray]:
-    """Post-processed anomaly scores of the three methods for scans ``(N, X, Y, Z)``.
-
-    * ``intensity`` — baseline (a): ``|x|`` of the standardised image, no model;
-    * ``voxel_z`` — baseline (b): voxel z of intensities against the healthy
-      training scans, no network;
-    * ``autoencoder`` — voxel z of the autoencoder residual.
-
-    All use the same score kind and post-processing (``stats.postprocessing``).
-    """
-    post, mask = stats.postprocessing, stats.mask
-    volumes = np.asarray(volumes, dtype=np.float32)
-    _, z = deviation_maps(model, stats, volumes)
-    return {
-        "intensity": postprocess(np.abs(volumes), mask, post["median_size"], post["erode"]),
-        "voxel_z": _scores(stats.intensity.z(volumes), mask, post),
-        "autoencoder": _scores(z, mask, post),
-    }
-
-
-def healthy_thresholds(
-    stats: NormativeStats, val_scores: dict[str, np.ndarray], fpr: float = 0.05
-) -> dict[str, float]:
-    """Thresholds at a healthy voxel FPR for each method, from healthy validation scans.
-
-    The autoencoder's comes from ``stats`` (leave-one-out on the validation
-    scans, which also define its norm); the baselines' from ``val_scores``
-    (their norms come from the training scans, so validation scans are unseen).
-    """
-    out = {k: threshold_at_fpr(v, stats.mask, fpr) for k, v in val_scores.items()}
-    out["autoencoder"] = stats.thresholds[f"fpr_{fpr:g}"]
-    return out
-
-
-def profile_correlation(profiles: list[np.ndarray]) -> pd.DataFrame:
-    """Pearson correlation of regional profiles between model replicates.
-
-    Parameters
-    ----------
-    profiles : list of array ``(N, R)``
-        The same N subjects and R regions, one array per retrained model.
-
-    Returns
-    -------
-    DataFrame
-        One row per pair of replicates: ``a``, ``b``, ``r_all`` (all subject x
-        region values pooled) and ``r_subject_mean`` (mean over subjects of the
-        per-subject correlation).
-    """
-    rows = []
-    for a in range(len(profiles)):
-        for b in range(a + 1, len(profiles)):
-            pa, pb = np.asarray(profiles[a], float), np.asarray(profiles[b], float)
-            if pa.shape != pb.shape:
-                raise ValueError(f"profiles {a} and {b} differ in shape: {pa.shape} vs {pb.shape}")
-            ok = np.isfinite(pa) & np.isfinite(pb)
-            r_all = float(np.corrcoef(pa[ok], pb[ok])[0, 1])
-            per = [np.corrcoef(x[m], y[m])[0, 1] for x, y, m in zip(pa, pb, ok, strict=True)]
-            rows.append({"a": a, "b": b, "r_all": r_all, "r_subject_mean": float(np.nanmean(per))})
-    return pd.DataFrame(rows)

@@ -1,21 +1,167 @@
-"""Figures of the normative notebooks (learning curve, reconstructions, calibration, groups)."""
+"""Figures of the normative notebooks, the report and the explorer.
+
+Pure drawing functions (tested without a browser): :func:`slice_at` cuts a
+plane, :func:`overlay_rgba` colours the supra-threshold z-values,
+:func:`render_planes` draws three orthogonal planes and :func:`figure_png`
+turns a figure into PNG bytes; :func:`plot_planes` and :func:`plot_profile` are
+the static deviation figures. The rest are the notebooks' figures (learning
+curve, reconstructions, calibration, groups).
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .explorer import slice_at
-
 __all__ = [
+    "AXES",
+    "figure_png",
+    "overlay_rgba",
     "plot_group_profiles",
     "plot_learning_curve",
+    "plot_planes",
+    "plot_profile",
     "plot_qq",
     "plot_reconstruction",
     "plot_total_deviation",
+    "render_planes",
+    "slice_at",
 ]
+
+#: Plane name -> array axis it cuts (RAS grid: x = left-right, y = back-front, z = down-up).
+AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+def slice_at(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """2D cut of a RAS volume for display with ``origin="lower"``.
+
+    Sagittal: rows inferior->superior, columns posterior->anterior. Coronal:
+    rows inferior->superior, columns left->right. Axial: rows
+    posterior->anterior, columns left->right (neurological convention: the
+    subject's left is on the left).
+
+    Parameters
+    ----------
+    volume : array ``(X, Y, Z)``
+    plane : {"sagittal", "coronal", "axial"}
+    index : int
+        Position along the plane's axis; clipped to the volume.
+    """
+    if plane not in AXES:
+        raise ValueError(f"unknown plane {plane!r}; use one of {list(AXES)}")
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {volume.shape}")
+    axis = AXES[plane]
+    index = int(np.clip(index, 0, volume.shape[axis] - 1))
+    cut = np.take(volume, index, axis=axis)
+    return cut.T  # rows = the later axis (y or z), columns = the earlier axis
+
+
+def overlay_rgba(
+    z: np.ndarray, threshold: float = 1.96, opacity: float = 0.7, vmax: float = 6.0
+) -> np.ndarray:
+    """RGBA overlay of a z-slice: red for ``z > threshold``, blue for ``z < -threshold``.
+
+    Colour saturates at ``|z| = vmax``; voxels with ``|z| <= threshold`` are fully
+    transparent; the rest have alpha ``opacity``.
+
+    Returns
+    -------
+    array ``(*z.shape, 4)`` of float in [0, 1]
+    """
+    if not 0 <= opacity <= 1:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    z = np.asarray(z, dtype=float)
+    strength = np.clip((np.abs(z) - threshold) / max(vmax - threshold, 1e-6), 0, 1)
+    rgba = np.zeros((*z.shape, 4))
+    pos, neg = z > threshold, z < -threshold
+    rgba[pos, 0] = 1.0
+    rgba[pos, 1] = 0.8 * strength[pos]  # red -> yellow as |z| grows
+    rgba[neg, 2] = 1.0
+    rgba[neg, 1] = 0.8 * strength[neg]  # blue -> cyan
+    rgba[..., 3] = np.where(pos | neg, opacity, 0.0)
+    return rgba
+
+
+def render_planes(
+    image: np.ndarray,
+    z: np.ndarray,
+    position: Sequence[int],
+    threshold: float = 1.96,
+    opacity: float = 0.7,
+    title: str | None = None,
+    vmax: float = 6.0,
+):
+    """Figure with the three orthogonal planes through ``position`` and the z overlay."""
+    import matplotlib.pyplot as plt
+
+    image, z = np.asarray(image), np.asarray(z)
+    if image.shape != z.shape:
+        raise ValueError(f"image {image.shape} and z-map {z.shape} differ in shape")
+    lo, hi = np.percentile(image[image != 0], [1, 99]) if np.any(image) else (0.0, 1.0)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), facecolor="black")
+    for ax, (plane, axis) in zip(axes, AXES.items(), strict=True):
+        idx = int(position[axis])
+        base = np.ma.masked_equal(slice_at(image, plane, idx), 0)  # background stays black
+        ax.imshow(base, cmap="gray", vmin=lo, vmax=hi, origin="lower")
+        ax.imshow(overlay_rgba(slice_at(z, plane, idx), threshold, opacity, vmax), origin="lower")
+        ax.set_title(f"{plane} {idx}", color="white", fontsize=9)
+        ax.set_facecolor("black")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, color="white", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """PNG bytes of a matplotlib figure (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor=fig.get_facecolor(), bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_planes(image, z, position=None, threshold=1.96, opacity=0.7, title=None):
+    """Static three-plane figure; by default through the voxel of largest ``|z|``."""
+    if position is None:
+        position = np.unravel_index(int(np.argmax(np.abs(z))), np.shape(z))
+    return render_planes(image, z, position, threshold, opacity, title)
+
+
+def plot_profile(profile: pd.DataFrame, top: int = 20, ax=None, title: str | None = None):
+    """Horizontal bars of the ``top`` regions by ``|profile|`` against the 95 % normative range.
+
+    Parameters
+    ----------
+    profile : DataFrame
+        From :meth:`~nbutils.normative.regional.RegionalReference.profile_table`
+        (columns ``name`` and ``profile``).
+    """
+    import matplotlib.pyplot as plt
+
+    rows = profile.reindex(profile["profile"].abs().sort_values(ascending=False).index).head(top)
+    rows = rows.iloc[::-1]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.2))
+    colors = np.where(rows["profile"].abs() > 1.96, "#d62728", "#7f7f7f")
+    ax.axvspan(-1.96, 1.96, color="#2ca02c", alpha=0.12, label="healthy 95 % range")
+    ax.barh(rows["name"].astype(str), rows["profile"], color=colors)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("regional deviation (z against healthy reference)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def plot_learning_curve(curve: pd.DataFrame, ax=None):

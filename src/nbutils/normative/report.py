@@ -92,13 +92,8 @@ def write_report(
     -------
     Path of the HTML file.
     """
-    import nibabel as nib
-
-    from nbutils import __version__
-    from nbutils.anatomy import resample_to_grid, standard_grid
     from nbutils.io import save_nifti, write_table, write_text
 
-    from .explorer import figure_png, plot_planes, plot_profile
     from .pipeline import analyse_volume
     from .stats import load_stats
     from .train import load_autoencoder
@@ -106,6 +101,28 @@ def write_report(
     checkpoint, volume_path, out_dir = Path(checkpoint), Path(volume_path), Path(out_dir)
     stats = load_stats(checkpoint)
     model = load_autoencoder(checkpoint)
+    volume, grid, note = _scan_on_model_grid(volume_path, stats)
+    res = analyse_volume(model, stats, volume, fpr=fpr)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in subject)
+    save_nifti(grid.image(res.z), out_dir / f"{safe}_desc-deviation_zmap.nii.gz")
+    write_table(out_dir / f"{safe}_regional_profile.tsv", res.profile)
+
+    figures = _figures(subject, volume, res, fpr, top)
+    subject_info = {"subject": subject, "scan": str(volume_path.resolve()),
+                    "data source": data_source, **(extra or {})}
+    if note:
+        subject_info["note"] = note
+    page = _page(subject, data_source, stats, res, grid, fpr, top, figures, subject_info,
+                 _model_info(checkpoint, stats, res, grid, fpr))  # fmt: skip
+    return write_text(out_dir / f"{safe}_deviation_report.html", page)
+
+
+def _scan_on_model_grid(volume_path: Path, stats):
+    """The scan as float32 on the model's standard grid, the grid, and a note if it was resampled."""
+    import nibabel as nib
+
+    from nbutils.anatomy import resample_to_grid, standard_grid
+
     grid = standard_grid(stats.resolution)
     if not volume_path.exists():
         raise FileNotFoundError(f"scan not found: {volume_path}")
@@ -114,11 +131,12 @@ def write_report(
     if img.shape[:3] != stats.mask.shape:
         img = resample_to_grid(img, grid)
         note = f"resampled from {nib.load(volume_path).shape[:3]} to the model grid {grid.shape}"
-    volume = np.asarray(img.dataobj, dtype=np.float32)
-    res = analyse_volume(model, stats, volume, fpr=fpr)
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in subject)
-    save_nifti(grid.image(res.z), out_dir / f"{safe}_desc-deviation_zmap.nii.gz")
-    write_table(out_dir / f"{safe}_regional_profile.tsv", res.profile)
+    return np.asarray(img.dataobj, dtype=np.float32), grid, note
+
+
+def _figures(subject: str, volume: np.ndarray, res, fpr: float, top: int) -> dict[str, bytes]:
+    """PNGs of the report: z overlay and anomaly map through the peak, regional profile."""
+    from .plots import figure_png, plot_planes, plot_profile
 
     peak = np.unravel_index(int(np.argmax(np.abs(res.z))), res.z.shape)
     planes = figure_png(plot_planes(volume, res.z, peak, threshold=1.96,
@@ -128,13 +146,15 @@ def write_report(
                                      title=f"anomalous voxels at {fpr:.0%} healthy FPR"))
     prof_png = figure_png(plot_profile(res.profile, top=top,
                                        title="regional deviation vs healthy reference"))
-    vox_ml = grid.voxel_volume / 1000.0
-    n_out = int(res.profile["outside_range"].sum())
-    table = res.profile.head(top)[["name", "hemisphere", "n_voxels", "mean_z", "p95_abs_z",
-                                   "profile", "centile", "outside_range"]]
-    table_html = table.to_html(index=False, float_format=lambda v: f"{v:.2f}", border=0)
+    return {"planes": planes, "segmentation": seg_png, "profile": prof_png}
+
+
+def _model_info(checkpoint: Path, stats, res, grid, fpr: float) -> dict:
+    """The model-provenance table: checkpoint, architecture, training, reference, threshold."""
+    from nbutils import __version__
+
     training = stats.provenance.get("training", {})
-    model_info = {
+    return {
         "checkpoint": str(checkpoint.resolve()),
         "checkpoint sha256": _sha256(checkpoint)[:16],
         "architecture": f"3D conv autoencoder without skips, channels {training.get('model', {}).get('channels')}, "
@@ -149,13 +169,18 @@ def write_report(
         "post-processing": ", ".join(f"{k}={v}" for k, v in stats.postprocessing.items()),
         "nbutils": __version__,
     }
-    subject_info = {"subject": subject, "scan": str(volume_path.resolve()),
-                    "data source": data_source, **(extra or {})}
-    if note:
-        subject_info["note"] = note
+
+
+def _page(subject, data_source, stats, res, grid, fpr, top, figures, subject_info, model_info) -> str:
+    """The standalone HTML page."""
+    vox_ml = grid.voxel_volume / 1000.0
+    n_out = int(res.profile["outside_range"].sum())
+    table = res.profile.head(top)[["name", "hemisphere", "n_voxels", "mean_z", "p95_abs_z",
+                                   "profile", "centile", "outside_range"]]
+    table_html = table.to_html(index=False, float_format=lambda v: f"{v:.2f}", border=0)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     flag = ' class="flag"' if abs(res.total_deviation) > 1.96 else ""
-    page = f"""<!DOCTYPE html>
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"/>
 <title>Deviation report {html.escape(subject)}</title><style>{_CSS}</style></head><body>
 <h1>Normative deviation report: {html.escape(subject)}</h1>
@@ -167,12 +192,12 @@ def write_report(
 <h2>Deviation map</h2>
 <p>Voxel z-scores of the autoencoder residual against held-out healthy subjects
 (red: brighter than expected, blue: darker).</p>
-{_img(planes, "deviation overlay in three planes")}
-{_img(seg_png, "thresholded anomaly map in three planes")}
+{_img(figures["planes"], "deviation overlay in three planes")}
+{_img(figures["segmentation"], "thresholded anomaly map in three planes")}
 <h2>Regional profile</h2>
 <p>Mean voxel z per {html.escape(stats.atlas)} region, z-scored against the same
 measure in healthy reference subjects; the shaded band is the healthy 95 % range.</p>
-{_img(prof_png, "regional profile against normative ranges")}
+{_img(figures["profile"], "regional profile against normative ranges")}
 <h3>Top {top} regions by |deviation|</h3>{table_html}
 <h2>Model provenance</h2>{_kv(model_info)}
 <p class="note">Research software, not a medical device. Deviations are relative to the
@@ -180,7 +205,6 @@ model's healthy reference cohort ({html.escape(str(stats.provenance.get('data_so
 they are only as representative as that cohort.</p>
 </body></html>
 """
-    return write_text(out_dir / f"{safe}_deviation_report.html", page)
 
 
 def _find_scan(args) -> tuple[Path, str, dict]:

@@ -12,6 +12,8 @@ once per extra device, so for DDP run this module as a script::
     python -m nbutils.normative.train --table subjects.tsv --out models/ae \\
         --accelerator cpu --devices 2 --strategy ddp --max-epochs 1
 
+The same options are the ``nbutils train`` command (:func:`register`).
+
 Output layout of ``out``::
 
     checkpoints/best.ckpt, checkpoints/last.ckpt
@@ -43,6 +45,8 @@ __all__ = [
     "load_autoencoder",
     "main",
     "read_learning_curve",
+    "register",
+    "run",
     "train_autoencoder",
 ]
 
@@ -118,24 +122,80 @@ def train_autoencoder(
     """
     import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
-
-    from nbutils.io import write_json, write_table
 
     from .data import NormativeDataModule
     from .model import NormativeAutoencoder
 
     out_dir = Path(out_dir)
-    work = out_dir / ".training"
-    if _is_launcher() and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-
+    work = _fresh_work_dir(out_dir)
     pl.seed_everything(seed, workers=True, verbose=False)
     data_kwargs = {"split_seed": seed, **(data or {})}
     dm = NormativeDataModule(table, progress=progress, **data_kwargs)
     net = NormativeAutoencoder(**(model or {}))
+    trainer, ckpt, stop = _trainer(
+        work, max_epochs=max_epochs, patience=patience, accelerator=accelerator, devices=devices,
+        strategy=strategy, num_nodes=num_nodes, precision=precision,
+        limit_train_batches=limit_train_batches, max_minutes=max_minutes, progress=progress,
+    )  # fmt: skip
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    start = time.perf_counter()
+    trainer.fit(net, datamodule=dm)
+    seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return None
+
+    best_score = ckpt.best_model_score
+    summary = {
+        "train_seconds": round(seconds, 2),
+        "epochs": int(trainer.current_epoch),
+        "stopped_by": _stop_reason(trainer, stop, max_epochs, max_minutes),
+        "best_val_loss": float(best_score) if best_score is not None else float("nan"),
+        "seed": seed,
+        "max_epochs": max_epochs,
+        "max_minutes": max_minutes,
+        "patience": patience,
+        "accelerator": accelerator,
+        "devices": devices,
+        "strategy": strategy,
+        "num_nodes": num_nodes,
+        "model": dict(net.hparams),
+        "data": {k: v for k, v in data_kwargs.items() if k != "mask" or isinstance(v, str)},
+        "n_subjects": dm.table.groupby("split")["participant_id"].nunique().to_dict(),
+    }
+    return _publish(work, out_dir, dm.table, summary)
+
+
+def _fresh_work_dir(out_dir: Path) -> Path:
+    """``out_dir/.training``, emptied by the launching process (DDP children share it)."""
+    work = out_dir / ".training"
+    if _is_launcher() and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _trainer(
+    work: Path,
+    *,
+    max_epochs: int,
+    patience: int,
+    accelerator: str,
+    devices: int | str,
+    strategy: str,
+    num_nodes: int,
+    precision: str,
+    limit_train_batches: int | float | None,
+    max_minutes: float | None,
+    progress: bool,
+):
+    """A deterministic Trainer writing best/last checkpoints and CSV logs under ``work``.
+
+    Returns ``(trainer, checkpoint_callback, early_stopping_callback)``.
+    """
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
     ckpt = ModelCheckpoint(
         dirpath=work / "checkpoints", filename="best", monitor="val_loss", mode="min",
         save_last=True, save_top_k=1,
@@ -159,44 +219,29 @@ def train_autoencoder(
         limit_train_batches=limit_train_batches,
         num_sanity_val_steps=0,
     )
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    start = time.perf_counter()
-    trainer.fit(net, datamodule=dm)
-    seconds = time.perf_counter() - start
-    if not trainer.is_global_zero:
-        return None
+    return trainer, ckpt, stop
 
-    best_score = ckpt.best_model_score
+
+def _stop_reason(trainer, stop, max_epochs: int, max_minutes: float | None) -> str:
+    """Why training ended; warns when the wall-clock limit (not reproducible) stopped it."""
     if stop.stopped_epoch > 0:
-        reason = "early_stopping"
-    elif trainer.current_epoch >= max_epochs:
-        reason = "max_epochs"
-    else:
-        reason = "max_time"
-        warnings.warn(
-            f"training stopped by the {max_minutes}-minute time limit after {trainer.current_epoch} "
-            f"of {max_epochs} epochs: the result depends on machine speed (not reproducible); "
-            "raise max_minutes or lower max_epochs",
-            stacklevel=2,
-        )
-    summary = {
-        "train_seconds": round(seconds, 2),
-        "epochs": int(trainer.current_epoch),
-        "stopped_by": reason,
-        "best_val_loss": float(best_score) if best_score is not None else float("nan"),
-        "seed": seed,
-        "max_epochs": max_epochs,
-        "max_minutes": max_minutes,
-        "patience": patience,
-        "accelerator": accelerator,
-        "devices": devices,
-        "strategy": strategy,
-        "num_nodes": num_nodes,
-        "model": dict(net.hparams),
-        "data": {k: v for k, v in data_kwargs.items() if k != "mask" or isinstance(v, str)},
-        "n_subjects": dm.table.groupby("split")["participant_id"].nunique().to_dict(),
-    }
-    write_table(work / "subjects.tsv", dm.table)
+        return "early_stopping"
+    if trainer.current_epoch >= max_epochs:
+        return "max_epochs"
+    warnings.warn(
+        f"training stopped by the {max_minutes}-minute time limit after {trainer.current_epoch} "
+        f"of {max_epochs} epochs: the result depends on machine speed (not reproducible); "
+        "raise max_minutes or lower max_epochs",
+        stacklevel=3,
+    )
+    return "max_time"
+
+
+def _publish(work: Path, out_dir: Path, table: pd.DataFrame, summary: dict) -> TrainResult:
+    """Write the split table and summary, then move the finished run from ``work`` into ``out_dir``."""
+    from nbutils.io import write_json, write_table
+
+    write_table(work / "subjects.tsv", table)
     write_json(work / "training.json", summary)
     (work / "checkpoints" / "best.ckpt").exists() or shutil.copy(
         work / "checkpoints" / "last.ckpt", work / "checkpoints" / "best.ckpt"
@@ -259,10 +304,13 @@ def load_autoencoder(checkpoint: str | os.PathLike):
     return model
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m nbutils.normative.train",
-        description="Train the normative 3D autoencoder on the healthy subjects of a table.",
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` command to the ``nbutils`` parser (also the parser of :func:`main`)."""
+    p = subparsers.add_parser(
+        "train",
+        help="train the normative 3D autoencoder (DDP-ready)",
+        description="Train the normative 3D autoencoder on the healthy subjects of a table. "
+        "For the 'ddp' strategy run it as 'python -m nbutils.normative.train'.",
     )
     p.add_argument("--table", required=True, help="TSV/CSV with participant_id, path, diagnosis")
     p.add_argument("--out", required=True, help="output folder")
@@ -278,12 +326,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train-batches", type=float, default=None)
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--no-progress", action="store_true")
-    return p
+    p.set_defaults(func=run)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (see the module docstring)."""
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``nbutils train`` and ``python -m nbutils.normative.train``."""
     devices: int | str = int(args.devices) if args.devices.isdigit() else args.devices
     limit = args.limit_train_batches
     if limit is not None and limit >= 1:
@@ -307,6 +354,21 @@ def main(argv: list[str] | None = None) -> int:
     if result is not None:
         print(json.dumps({k: str(v) for k, v in asdict(result).items()}))
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The ``train`` sub-command's parser, standalone (DDP re-runs this module as a script)."""
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    register(subparsers)
+    parser = subparsers.choices["train"]
+    parser.prog = "python -m nbutils.normative.train"
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point of ``python -m nbutils.normative.train`` (see the module docstring)."""
+    args = _parser().parse_args(argv)
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised by the DDP test in a subprocess

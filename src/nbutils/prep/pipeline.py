@@ -157,15 +157,7 @@ def preprocess_image(
     """
     seconds: dict[str, float] = {}
     metrics: dict[str, object] = {}
-
-    cpu = {} if cpu_seconds is None else cpu_seconds
-
-    def timed(name: str, fn: Callable, *args, **kwargs):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = fn(*args, **kwargs)
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
-        cpu[name] = cpu.get(name, 0.0) + time.process_time() - cpu_start
-        return result
+    timed = _step_timer(seconds, {} if cpu_seconds is None else cpu_seconds)
 
     ras = timed("reorient", steps.reorient_to_ras, img)
     n4, _ = timed(
@@ -174,17 +166,7 @@ def preprocess_image(
     voxel_cm3 = float(np.prod(ras.header.get_zooms()[:3])) / 1000.0
     mask, method = None, config.brain
     if config.brain == "deepbet":
-        try:
-            mask = timed("brain", steps.extract_brain, n4, threshold=config.bet_threshold)
-            volume = float(np.count_nonzero(np.asarray(mask.dataobj))) * voxel_cm3
-            if not BRAIN_VOLUME_CM3[0] <= volume <= BRAIN_VOLUME_CM3[1]:
-                metrics["fallback_reason"] = (
-                    f"deepbet brain volume {volume:.0f} cm3 outside {BRAIN_VOLUME_CM3}"
-                )
-                mask = None
-        except Exception as err:  # CNN failure -> registration-based mask
-            metrics["fallback_reason"] = f"deepbet failed: {type(err).__name__}: {err}"
-            mask = None
+        mask = _deepbet_mask(timed, n4, config, voxel_cm3, metrics)
         if mask is None:
             method = "registration (fallback)"
     registration = timed(
@@ -193,15 +175,8 @@ def preprocess_image(
     )  # fmt: skip
     if mask is None:
         mask = timed("brain", steps.template_brain_mask, n4, registration)
-    z = timed("intensity", steps.standardise_intensity, n4, mask, config.intensity)
-    preproc = timed("resample", steps.resample_to_standard, z, registration, config.resolution)
-    mni_mask = timed(
-        "resample", steps.resample_to_standard, mask, registration, config.resolution, "nearest"
-    )
+    preproc, mni_mask = _standardise_and_resample(timed, n4, mask, registration, config)
     m = np.asarray(mni_mask.dataobj) > 0
-    pre = np.asarray(preproc.dataobj)
-    pre[~m] = 0.0
-    preproc = nib.Nifti1Image(pre, preproc.affine)
     t = np.asarray(anatomy.load_brain_mask(anatomy.standard_grid(config.resolution)).dataobj) > 0
     metrics.update(
         mask_method=method,
@@ -217,6 +192,53 @@ def preprocess_image(
         "registration": registration,
     }
     return images, seconds, metrics
+
+
+def _step_timer(seconds: dict[str, float], cpu: dict[str, float]) -> Callable:
+    """``timed(name, fn, *args, **kwargs)``: call ``fn`` adding its wall and CPU time under ``name``."""
+
+    def timed(name: str, fn: Callable, *args, **kwargs):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = fn(*args, **kwargs)
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - cpu_start
+        return result
+
+    return timed
+
+
+def _deepbet_mask(
+    timed: Callable, n4: nib.Nifti1Image, config: PrepConfig, voxel_cm3: float, metrics: dict
+) -> nib.Nifti1Image | None:
+    """deepbet brain mask, or ``None`` (reason in ``metrics["fallback_reason"]``) when it fails
+    or its brain volume is implausible."""
+    try:
+        mask = timed("brain", steps.extract_brain, n4, threshold=config.bet_threshold)
+        volume = float(np.count_nonzero(np.asarray(mask.dataobj))) * voxel_cm3
+        if not BRAIN_VOLUME_CM3[0] <= volume <= BRAIN_VOLUME_CM3[1]:
+            metrics["fallback_reason"] = (
+                f"deepbet brain volume {volume:.0f} cm3 outside {BRAIN_VOLUME_CM3}"
+            )
+            return None
+    except Exception as err:  # CNN failure -> registration-based mask
+        metrics["fallback_reason"] = f"deepbet failed: {type(err).__name__}: {err}"
+        return None
+    return mask
+
+
+def _standardise_and_resample(
+    timed: Callable, n4: nib.Nifti1Image, mask: nib.Nifti1Image, registration, config: PrepConfig
+) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """Standardised intensities and brain mask on the MNI grid, zero outside the resampled mask."""
+    z = timed("intensity", steps.standardise_intensity, n4, mask, config.intensity)
+    preproc = timed("resample", steps.resample_to_standard, z, registration, config.resolution)
+    mni_mask = timed(
+        "resample", steps.resample_to_standard, mask, registration, config.resolution, "nearest"
+    )
+    m = np.asarray(mni_mask.dataobj) > 0
+    pre = np.asarray(preproc.dataobj)
+    pre[~m] = 0.0
+    return nib.Nifti1Image(pre, preproc.affine), mni_mask
 
 
 def save_qc_png(preproc: nib.Nifti1Image, mask: nib.Nifti1Image, path: Path, title: str) -> Path:

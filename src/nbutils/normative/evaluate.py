@@ -1,0 +1,262 @@
+"""Evaluate normative deviation methods: tumour detection and profile stability.
+
+* :func:`method_scores`, :func:`healthy_thresholds`, :func:`detection_summary` —
+  compare the autoencoder with two no-network baselines (Meissen et al. 2021)
+  at thresholds fixed on healthy scans (notebook 03).
+* :func:`profile_correlation`, :func:`stability_study` — retrain the model on
+  re-drawn healthy reference scans with other seeds and correlate the regional
+  profiles of the same held-out subjects (notebook 03).
+
+Applying one model to scans is :mod:`nbutils.normative.pipeline`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .deviation import auprc, best_dice, binarise, dice, postprocess, threshold_at_fpr
+from .pipeline import build_normative_model, deviation_maps, postprocessed_scores, regional_profiles
+from .stats import NormativeStats
+
+__all__ = [
+    "METHODS",
+    "StabilityResult",
+    "detection_summary",
+    "healthy_thresholds",
+    "method_scores",
+    "profile_correlation",
+    "stability_study",
+]
+
+
+def detection_summary(
+    scores: dict[str, np.ndarray],
+    thresholds: dict[str, float],
+    truth: np.ndarray,
+    mask: np.ndarray,
+    min_size: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Voxel-level detection metrics of several methods on the same held-out lesion scans.
+
+    Parameters
+    ----------
+    scores : dict
+        Method name -> post-processed score maps ``(N, X, Y, Z)`` of the lesion scans.
+    thresholds : dict
+        Method name -> threshold fixed on healthy scans (e.g. at 5 % voxel FPR).
+    truth : bool array ``(N, X, Y, Z)``
+        Lesion masks.
+    mask : array ``(X, Y, Z)``
+        Brain mask: only voxels inside count.
+    min_size : int
+        Minimum component size of the thresholded segmentation.
+
+    Returns
+    -------
+    summary : DataFrame
+        One row per method: ``auprc``, ``best_dice`` (pooled voxels, best threshold),
+        ``dice_at_threshold`` (mean over subjects), ``threshold``.
+    per_subject : DataFrame
+        One row per method and scan: ``subject`` (position), ``dice``, ``auprc``,
+        ``lesion_voxels``.
+    """
+    mask = np.asarray(mask) > 0
+    truth = np.asarray(truth) > 0
+    rows, per = [], []
+    for name, s in scores.items():
+        s = np.asarray(s)
+        if s.shape != truth.shape:
+            raise ValueError(f"{name}: scores {s.shape} do not match truth {truth.shape}")
+        flat_s, flat_t = s[:, mask].ravel(), truth[:, mask].ravel()
+        bd, _ = best_dice(flat_s, flat_t)
+        dices = []
+        for i in range(len(s)):
+            seg = binarise(s[i], thresholds[name], min_size) & mask
+            d = dice(seg, truth[i] & mask)
+            dices.append(d)
+            t_i = truth[i][mask]
+            per.append({
+                "method": name, "subject": i, "dice": d,
+                "auprc": auprc(s[i][mask], t_i) if t_i.any() else np.nan,
+                "lesion_voxels": int(t_i.sum()),
+            })  # fmt: skip
+        rows.append({
+            "method": name, "auprc": auprc(flat_s, flat_t), "best_dice": bd,
+            "dice_at_threshold": float(np.mean(dices)), "threshold": thresholds[name],
+        })  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(per)
+
+
+#: Detection methods compared in notebook 03, baselines first (Meissen et al. 2021).
+METHODS = ("intensity", "voxel_z", "autoencoder")
+
+
+def method_scores(model, stats: NormativeStats, volumes: np.ndarray) -> dict[str, np.ndarray]:
+    """Post-processed anomaly scores of the three methods for scans ``(N, X, Y, Z)``.
+
+    * ``intensity`` — baseline (a): ``|x|`` of the standardised image, no model;
+    * ``voxel_z`` — baseline (b): voxel z of intensities against the healthy
+      training scans, no network;
+    * ``autoencoder`` — voxel z of the autoencoder residual.
+
+    All use the same score kind and post-processing (``stats.postprocessing``).
+    """
+    post, mask = stats.postprocessing, stats.mask
+    volumes = np.asarray(volumes, dtype=np.float32)
+    _, z = deviation_maps(model, stats, volumes)
+    return {
+        "intensity": postprocess(np.abs(volumes), mask, post["median_size"], post["erode"]),
+        "voxel_z": postprocessed_scores(stats.intensity.z(volumes), mask, post),
+        "autoencoder": postprocessed_scores(z, mask, post),
+    }
+
+
+def healthy_thresholds(
+    stats: NormativeStats, val_scores: dict[str, np.ndarray], fpr: float = 0.05
+) -> dict[str, float]:
+    """Thresholds at a healthy voxel FPR for each method, from healthy validation scans.
+
+    The autoencoder's comes from ``stats`` (leave-one-out on the validation
+    scans, which also define its norm); the baselines' from ``val_scores``
+    (their norms come from the training scans, so validation scans are unseen).
+    """
+    out = {k: threshold_at_fpr(v, stats.mask, fpr) for k, v in val_scores.items()}
+    out["autoencoder"] = stats.thresholds[f"fpr_{fpr:g}"]
+    return out
+
+
+def profile_correlation(profiles: list[np.ndarray]) -> pd.DataFrame:
+    """Pearson correlation of regional profiles between model replicates.
+
+    Parameters
+    ----------
+    profiles : list of array ``(N, R)``
+        The same N subjects and R regions, one array per retrained model.
+
+    Returns
+    -------
+    DataFrame
+        One row per pair of replicates: ``a``, ``b``, ``r_all`` (all subject x
+        region values pooled) and ``r_subject_mean`` (mean over subjects of the
+        per-subject correlation).
+    """
+    rows = []
+    for a in range(len(profiles)):
+        for b in range(a + 1, len(profiles)):
+            pa, pb = np.asarray(profiles[a], float), np.asarray(profiles[b], float)
+            if pa.shape != pb.shape:
+                raise ValueError(f"profiles {a} and {b} differ in shape: {pa.shape} vs {pb.shape}")
+            ok = np.isfinite(pa) & np.isfinite(pb)
+            r_all = float(np.corrcoef(pa[ok], pb[ok])[0, 1])
+            per = [np.corrcoef(x[m], y[m])[0, 1] for x, y, m in zip(pa, pb, ok, strict=True)]
+            rows.append({"a": a, "b": b, "r_all": r_all, "r_subject_mean": float(np.nanmean(per))})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class StabilityResult:
+    """Regional-profile agreement of models retrained on re-drawn healthy references.
+
+    Attributes
+    ----------
+    profiles : list of array ``(N, R)``
+        One regional profile of the test subjects per replicate, in seed order.
+    correlation : DataFrame
+        :func:`profile_correlation` of the replicates (one row per pair).
+    by_group : dict
+        Group name -> mean pooled ``r`` of the replicate pairs on that group's
+        subjects (groups without subjects are left out).
+    seed_correlation : float
+        Mean pooled ``r`` over all replicate pairs.
+    main_correlation : float
+        Mean pooled ``r`` of the main model's profile with each replicate.
+    """
+
+    profiles: list[np.ndarray]
+    correlation: pd.DataFrame
+    by_group: dict[str, float]
+    seed_correlation: float
+    main_correlation: float
+
+
+def stability_study(
+    subjects: pd.DataFrame,
+    test_volumes: np.ndarray,
+    labels: np.ndarray,
+    model_dir_root: str | os.PathLike,
+    seeds: Sequence[int],
+    *,
+    main_profile: np.ndarray,
+    epochs: int,
+    minutes: float | None,
+    training: dict,
+    stats_options: dict | None,
+    data_source: str,
+    groups: Mapping[str, np.ndarray],
+    build: Callable = build_normative_model,
+    progress: bool = False,
+) -> StabilityResult:
+    """Retrain the normative model once per seed on re-drawn healthy references and compare profiles.
+
+    Each replicate trains on :func:`~nbutils.normative.data.redraw_reference`
+    of ``subjects`` with its seed (the test subjects stay the same), with the
+    same budget (``epochs``, also the patience, and ``minutes``), and writes its
+    model to ``<model_dir_root>/seed-<seed>``.
+
+    Parameters
+    ----------
+    subjects : DataFrame
+        The main model's subject table with its ``split`` column.
+    test_volumes : array ``(N, X, Y, Z)``
+        The held-out test scans, profiled by every replicate.
+    labels : int array ``(X, Y, Z)``
+        Atlas labels on the model grid.
+    model_dir_root : path
+        Folder of the replicates' model folders.
+    seeds : sequence of int
+        One replicate per seed (at least two to correlate).
+    main_profile : array ``(N, R)``
+        The main model's regional profile of the same test subjects.
+    epochs, minutes : int, float or None
+        Training budget of every replicate (max epochs = patience; wall-clock cap).
+    training : dict
+        The main model's ``training.json``: its ``model`` settings and ``data``
+        settings (without ``split_seed``) are reused.
+    stats_options : dict or None
+        Options of :func:`~nbutils.normative.pipeline.fit_normative_stats`.
+    data_source : str
+        Recorded with each replicate's statistics.
+    groups : mapping
+        Group name -> boolean mask over the test subjects.
+    build : callable
+        :func:`~nbutils.normative.pipeline.build_normative_model` or a stand-in
+        with its signature returning ``(result, stats, model)``.
+    progress : bool
+        Passed to ``build``.
+    """
+    from .data import redraw_reference
+
+    data = {k: v for k, v in training["data"].items() if k != "split_seed"}
+    profiles = []
+    for s in seeds:
+        _, st, m = build(
+            redraw_reference(subjects, s), Path(model_dir_root) / f"seed-{s}",
+            model=training["model"], data=data, max_epochs=epochs, max_minutes=minutes,
+            patience=epochs, seed=s, stats_options=stats_options, data_source=data_source,
+            progress=progress,
+        )  # fmt: skip
+        _, z_s = deviation_maps(m, st, test_volumes)
+        profiles.append(regional_profiles(st, z_s, labels)[0].to_numpy())
+    corr = profile_correlation(profiles)
+    by_group = {g: float(profile_correlation([p[mask_] for p in profiles])["r_all"].mean())
+                for g, mask_ in groups.items() if mask_.sum() > 0}  # fmt: skip
+    seed_corr = float(corr["r_all"].mean())
+    main_corr = float(np.mean([profile_correlation([main_profile, p])["r_all"].iloc[0]
+                               for p in profiles]))  # fmt: skip
+    return StabilityResult(profiles, corr, by_group, seed_corr, main_corr)
