@@ -47,8 +47,6 @@ seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
 resolution: float = 2.0  # mm of the output analysis grid; the smoke profile uses 4.0
-n_native_healthy: int = 3  # must match notebook 00 so its native cohort is reused
-n_native_tumour: int = 3
 n_scans: int = 6  # scans of the native cohort to pre-process (the first n)
 reg: Literal["affine", "syn"] = "affine"  # affine | syn: registration of the main batch
 compare_scans: int = 3  # run the other registration on the first k scans too and compare (0: skip)
@@ -87,7 +85,7 @@ from nbutils.synth.cohort import subject_paths
 
 STEM = "01_data_prep"
 native = open_dataset(P, "native")
-DATA_SOURCE, native_root = native.source, native.root
+native_root = native.root
 table = native.table.head(P.n_scans)
 table[["participant_id", "age", "sex", "site", "diagnosis", "dataset"]]
 
@@ -331,7 +329,7 @@ metrics = {
     "reg": P.reg,
     "registration": comparison.reset_index().to_dict(orient="records"),
 }
-write_metrics(P.reports_dir, STEM, metrics, data_source=DATA_SOURCE)
+write_metrics(P.reports_dir, STEM, metrics, data_source=native.source)
 metrics
 
 # %% [markdown]

@@ -33,7 +33,7 @@
 #
 # | Prerequisites | |
 # |---|---|
-# | Notebooks | 00 (synthetic cohort) — this notebook generates the cohort if it is missing |
+# | Notebooks | 00 (synthetic cohort), run first with the same profile: it generates the cohort this notebook opens |
 # | Concepts | convolution, autoencoders, train/validation splits |
 # | Data | the synthetic cohort in MNI space (`<data_dir>/synthetic/<profile>-mni`) |
 #
@@ -47,11 +47,6 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
-resolution: float = 2.0  # mm; the smoke profile uses 4.0
-n_healthy: int = 50
-n_mci: int = 15
-n_ad: int = 25
-n_tumour: int = 24
 # model
 channels: list[int] = [16, 32, 64, 128]  # feature maps per level; 4 levels: 80x96x80 -> 5x6x5
 latent_channels: int = 32
@@ -102,10 +97,8 @@ import pandas as pd
 from nbutils.runs import model_folder, open_dataset
 
 data = open_dataset(P)
-table, DATA_SOURCE = data.table, data.source
 model_dir = model_folder(P)
-print(DATA_SOURCE)
-table["diagnosis"].value_counts()
+data.counts()
 
 # %% [markdown]
 # Only healthy subjects may train or validate a *normative* model. `assign_splits` splits the healthy
@@ -116,7 +109,7 @@ table["diagnosis"].value_counts()
 # %%
 from nbutils.normative.data import assign_splits
 
-splits = assign_splits(table, P.val_fraction, P.test_fraction, seed=P.seed)
+splits = assign_splits(data.table, P.val_fraction, P.test_fraction, seed=P.seed)
 pd.crosstab(splits["diagnosis"], splits["split"])
 
 # %% [markdown]
@@ -181,18 +174,18 @@ result, stats, model = build_normative_model(
     devices=P.devices,
     strategy=P.strategy,
     num_nodes=P.num_nodes,
-    stats_options={"atlas": P.atlas, "resolution": P.resolution, "sigma": P.sigma,
+    stats_options={"atlas": P.atlas, "resolution": data.resolution, "sigma": P.sigma,
                    "map_sigma": P.map_sigma, "measure": P.profile_measure,
                    "postprocessing": {"score": P.score_kind, "median_size": P.median_size,
                                       "erode": P.erode, "min_size": P.min_size}},
-    data_source=DATA_SOURCE,
+    data_source=data.source,
     progress=False,
 )
 import json
 
 training = json.loads((model_dir / "training.json").read_text())
 print(f"trained {result.epochs} epochs in {result.train_seconds:.0f} s (stopped by {training['stopped_by']}); "
-      f"best validation L1 {result.best_val_loss:.4f}  ({DATA_SOURCE})")
+      f"best validation L1 {result.best_val_loss:.4f}  ({data.source})")
 print("checkpoint:", result.best_checkpoint)
 
 # %% [markdown]
@@ -207,7 +200,7 @@ from nbutils.reporting import save_figure
 
 curve = read_learning_curve(result.metrics_csv)
 fig = plot_learning_curve(curve)
-fig.axes[0].set_title(f"learning curve ({DATA_SOURCE})", fontsize=8)
+fig.axes[0].set_title(f"learning curve ({data.source})", fontsize=8)
 save_figure(fig, P.reports_dir, "02_train_normative_autoencoder", "learning_curve")
 plt.show()
 
@@ -231,7 +224,7 @@ recon, z = deviation_maps(model, stats, example)
 from nbutils.normative.plots import plot_reconstruction
 
 fig = plot_reconstruction(example[0], recon[0], z[0],
-                          title=f"{val_rows['participant_id'].iloc[0]} (healthy, validation; {DATA_SOURCE})")
+                          title=f"{val_rows['participant_id'].iloc[0]} (healthy, validation; {data.source})")
 save_figure(fig, P.reports_dir, "02_train_normative_autoencoder", "reconstruction")
 plt.show()
 
@@ -245,7 +238,7 @@ plt.show()
 # `nbutils report` command need only the checkpoint folder.
 
 # %%
-from nbutils.normative.explorer import slice_at
+from nbutils.normative.plots import slice_at
 from nbutils.normative.stats import stats_paths
 
 print([p.name for p in stats_paths(result.best_checkpoint)], "thresholds:", stats.thresholds)
@@ -257,7 +250,7 @@ for ax, (name, arr) in zip(axes, [("healthy residual mean", stats.residual.mean)
     ax.set_title(f"{name} (n={stats.residual.n})", fontsize=9)
     ax.axis("off")
     fig.colorbar(im, ax=ax, shrink=0.8)
-fig.suptitle(DATA_SOURCE, fontsize=8)
+fig.suptitle(data.source, fontsize=8)
 save_figure(fig, P.reports_dir, "02_train_normative_autoencoder", "normative_maps")
 plt.show()
 
@@ -286,7 +279,7 @@ write_metrics(
      "n_train": int((subjects["split"] == "train").sum()),
      "n_validation": int((subjects["split"] == "val").sum()),
      "model_dir": str(model_dir)},
-    data_source=DATA_SOURCE,
+    data_source=data.source,
 )
 
 # %% [markdown]

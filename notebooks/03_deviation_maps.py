@@ -48,11 +48,6 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
-resolution: float = 2.0  # mm; the smoke profile uses 4.0
-n_healthy: int = 50
-n_mci: int = 15
-n_ad: int = 25
-n_tumour: int = 24
 stability_seeds: list[int] = [1, 2, 3]  # retrained replicates, at least 2, all with the same budget
 stability_epochs: int = 10
 stability_minutes: float | None = 2.0  # wall-clock safety cap per extra model
@@ -73,7 +68,6 @@ P
 # subjects the model never saw (`split == "test"`).
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -87,13 +81,11 @@ from nbutils.synth.cohort import subject_paths
 
 STEM = "03_deviation_maps"
 data = open_dataset(P)
-DATA_SOURCE = data.source
 run = open_normative_model(P)
 model, stats, subjects = run.model, run.stats, run.subjects
 test = run.split("test")
 TUMOURS = ["glioma", "meningioma", "pituitary"]
-print(DATA_SOURCE)
-print("held-out test subjects:", test["diagnosis"].value_counts().to_dict())
+print(f"held-out test subjects of the {data.source}:", test["diagnosis"].value_counts().to_dict())
 print("healthy thresholds (|z| after post-processing):", stats.thresholds)
 
 # %%
@@ -120,7 +112,7 @@ share = frac_abs_z_above(z[is_cn], stats.mask)
 calib = pd.DataFrame({"participant_id": test.loc[is_cn, "participant_id"], "share_abs_z_gt_1.96": share})
 print(f"healthy test subjects: mean share |z| > 1.96 = {share.mean():.3f} "
       f"(target 0.05 ± 0.01; calibration factor {stats.provenance.get('calibration_factor', 1):.2f}; "
-      f"{DATA_SOURCE})")
+      f"{data.source})")
 fig = plot_qq(z[is_cn], stats.mask, list(test.loc[is_cn, "participant_id"]))
 fig.axes[0].set_title("healthy held-out subjects", fontsize=9)
 save_figure(fig, P.reports_dir, STEM, "calibration_qq")
@@ -155,7 +147,7 @@ calib.round(3)
 # %%
 import nibabel as nib
 
-from nbutils.normative.pipeline import detection_summary, healthy_thresholds, method_scores
+from nbutils.normative.evaluate import detection_summary, healthy_thresholds, method_scores
 
 val = subjects[subjects["split"] == "val"]
 val_scores = method_scores(model, stats, load_volumes(val["path"]))
@@ -173,7 +165,7 @@ for fpr in (0.05, 0.01):
 detect = pd.concat(tables).pivot_table(index="method", columns="fpr",
                                        values=["auprc", "best_dice", "dice_at_fpr", "threshold"])
 per_subject = pd.concat(per_subject)
-print(f"tumour detection on {len(tum)} held-out tumour scans ({DATA_SOURCE})")
+print(f"tumour detection on {len(tum)} held-out tumour scans ({data.source})")
 detect.round(3)
 
 # %%
@@ -190,7 +182,7 @@ display(by_class)
 by_size
 
 # %%
-from nbutils.normative.explorer import slice_at
+from nbutils.normative.plots import slice_at
 
 i = int(np.argsort(per5.loc[per5.method == "autoencoder", "lesion_voxels"].to_numpy())[len(tum) // 2])
 k = int(np.argmax(truth[i].sum(axis=(0, 1))))
@@ -201,7 +193,7 @@ for ax, (name, vol, cmap) in zip(axes, panels, strict=True):
     ax.imshow(slice_at(vol, "axial", k), cmap=cmap, origin="lower")
     ax.set_title(name, fontsize=9)
     ax.axis("off")
-fig.suptitle(f"{tum['participant_id'][i]} ({tum['diagnosis'][i]}), axial {k} — {DATA_SOURCE}", fontsize=9)
+fig.suptitle(f"{tum['participant_id'][i]} ({tum['diagnosis'][i]}), axial {k} — {data.source}", fontsize=9)
 save_figure(fig, P.reports_dir, STEM, "tumour_example")
 plt.show()
 
@@ -224,7 +216,7 @@ plt.show()
 # %%
 from IPython.display import display
 
-from nbutils.normative.explorer import DeviationExplorer, ExplorerSubject, plot_planes
+from nbutils.normative.explorer import DeviationExplorer, ExplorerSubject
 from nbutils.normative.regional import region_centroids, region_statistics
 
 ref = stats.regional
@@ -240,10 +232,12 @@ explorer = DeviationExplorer(views, centroids)
 display(explorer.widget)
 
 # %%
-for name, v in views.items():
-    fig = plot_planes(v.image, v.z, threshold=1.96, title=f"{name}: |z| > 1.96 ({DATA_SOURCE})")
-    plt.show()
+from nbutils.normative.plots import plot_planes_grid
+
+fig = plot_planes_grid({name: (v.image, v.z, None) for name, v in views.items()}, threshold=1.96,
+                       title=f"|z| > 1.96, planes through each subject's largest |z| ({data.source})")
 save_figure(fig, P.reports_dir, STEM, "deviation_planes")
+plt.show()
 
 # %% [markdown]
 # ## 5 · Stability across healthy reference scans
@@ -260,32 +254,23 @@ save_figure(fig, P.reports_dir, STEM, "deviation_planes")
 # the main model.)
 
 # %%
-from nbutils.normative.data import redraw_reference
-from nbutils.normative.pipeline import build_normative_model, profile_correlation, regional_profiles
+from nbutils.normative.evaluate import stability_study
+from nbutils.normative.pipeline import regional_profiles
+from nbutils.runs import model_folder
 
-training = run.training
-main_profile = regional_profiles(stats, z, labels)[0].to_numpy()
-profiles = []  # one per replicate, all trained with the same budget
-for s in P.stability_seeds:
-    _, st, m = build_normative_model(
-        redraw_reference(subjects, s), Path(P.data_dir) / "models" / P.profile / "stability" / f"seed-{s}",
-        model=training["model"], data={k: v for k, v in training["data"].items() if k != "split_seed"},
-        max_epochs=P.stability_epochs, max_minutes=P.stability_minutes, patience=P.stability_epochs,
-        seed=s, stats_options=stats.provenance.get("stats_options", {}), data_source=DATA_SOURCE,
-        progress=False)
-    _, z_s = deviation_maps(m, st, test_volumes)
-    profiles.append(regional_profiles(st, z_s, labels)[0].to_numpy())
-corr = profile_correlation(profiles)
 groups = {g: (test["diagnosis"].isin(TUMOURS) if g == "tumour" else test["diagnosis"] == g).to_numpy()
           for g in ["CN", "MCI", "AD", "tumour"]}
-by_group = {g: profile_correlation([p[mask_] for p in profiles])["r_all"].mean()
-            for g, mask_ in groups.items() if mask_.sum() > 0}
-seed_corr = float(corr["r_all"].mean())
-main_corr = float(np.mean([profile_correlation([main_profile, p])["r_all"].iloc[0] for p in profiles]))
+stability = stability_study(
+    subjects, test_volumes, labels, model_folder(P, "stability"), P.stability_seeds,
+    main_profile=regional_profiles(stats, z, labels)[0].to_numpy(), epochs=P.stability_epochs,
+    minutes=P.stability_minutes, training=run.training,
+    stats_options=stats.provenance.get("stats_options", {}), data_source=data.source, groups=groups)
+profiles, corr = stability.profiles, stability.correlation
 print(f"regional-profile correlation across {len(profiles)} replicates (seeds {P.stability_seeds}, "
-      f"{P.stability_epochs} epochs each): {seed_corr:.3f} (target >= 0.9; {DATA_SOURCE})")
-print("by group:", {k: round(v, 3) for k, v in by_group.items()})
-print(f"main model ({training.get('epochs', '?')} epochs) vs each replicate: mean r = {main_corr:.3f}")
+      f"{P.stability_epochs} epochs each): {stability.seed_correlation:.3f} (target >= 0.9; {data.source})")
+print("by group:", {k: round(v, 3) for k, v in stability.by_group.items()})
+print(f"main model ({run.training.get('epochs', '?')} epochs) vs each replicate: "
+      f"mean r = {stability.main_correlation:.3f}")
 corr.round(3)
 
 # %%
@@ -318,13 +303,13 @@ write_metrics(P.reports_dir, STEM, {
     "baseline_voxelz_tumour_auprc": float(ae5.loc["voxel_z", "auprc"]),
     "baseline_intensity_dice_at_fpr5": float(ae5.loc["intensity", "dice_at_fpr"]),
     "baseline_voxelz_dice_at_fpr5": float(ae5.loc["voxel_z", "dice_at_fpr"]),
-    "profile_seed_correlation": seed_corr,
-    "profile_main_vs_replicate_correlation": main_corr,
+    "profile_seed_correlation": stability.seed_correlation,
+    "profile_main_vs_replicate_correlation": stability.main_correlation,
     "n_models_stability": len(profiles),
     "stability_epochs": P.stability_epochs,
     "n_tumour_test": int(len(tum)),
     "n_healthy_test": int(is_cn.sum()),
-}, data_source=DATA_SOURCE)
+}, data_source=data.source)
 
 # %% [markdown]
 # ## Summary

@@ -45,11 +45,6 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
-resolution: float = 2.0  # mm; the smoke profile uses 4.0
-n_healthy: int = 50
-n_mci: int = 15
-n_ad: int = 25
-n_tumour: int = 24
 top_k: int = 5
 report_subject: str = ""  # empty: the AD subject with the largest total deviation
 n_timing: int = 5
@@ -85,14 +80,12 @@ from nbutils.runs import open_dataset, open_normative_model
 
 STEM = "04_regional_profiles"
 data = open_dataset(P)
-DATA_SOURCE = data.source
 run = open_normative_model(P)
 model, stats, checkpoint = run.model, run.stats, run.checkpoint
 ref = stats.regional
 labels, _ = atlas_arrays(stats.atlas, stats.resolution)
 test = run.split("test", ["CN", "MCI", "AD"])
-print(DATA_SOURCE)
-print(f"atlas {stats.atlas}: {len(ref.regions)} regions; profile measure {ref.measure}; "
+print(f"{data.source}; atlas {stats.atlas}: {len(ref.regions)} regions; profile measure {ref.measure}; "
       f"reference n={ref.n} healthy subjects")
 test["diagnosis"].value_counts()
 
@@ -113,7 +106,7 @@ test["total_deviation"] = totals
 from nbutils.normative.plots import plot_group_profiles, plot_total_deviation
 
 fig = plot_group_profiles(profiles, test["diagnosis"].to_numpy())
-fig.suptitle(f"mean regional deviation by group ({DATA_SOURCE})", fontsize=9)
+fig.suptitle(f"mean regional deviation by group ({data.source})", fontsize=9)
 save_figure(fig, P.reports_dir, STEM, "group_profiles")
 plt.show()
 
@@ -146,9 +139,9 @@ def auc(group):
 
 ad_auc, mci_auc = auc("AD"), auc("MCI")
 print(f"AD subjects with hippocampus/lateral ventricle in their top {P.top_k}: {ad_rate:.2f} "
-      f"(target >= 0.9); total deviation AUC AD vs CN {ad_auc:.2f}, MCI vs CN {mci_auc:.2f} ({DATA_SOURCE})")
+      f"(target >= 0.9); total deviation AUC AD vs CN {ad_auc:.2f}, MCI vs CN {mci_auc:.2f} ({data.source})")
 fig = plot_total_deviation(test)
-fig.axes[0].set_title(f"total deviation ({DATA_SOURCE})", fontsize=8)
+fig.axes[0].set_title(f"total deviation ({data.source})", fontsize=8)
 save_figure(fig, P.reports_dir, STEM, "total_deviation")
 plt.show()
 pd.DataFrame({"top regions": {k: ", ".join(v) for k, v in tops.items()}, "hit": hit})
@@ -170,8 +163,8 @@ pd.DataFrame({"top regions": {k: ", ".join(v) for k, v in tops.items()}, "hit": 
 # maps in three planes, and the provenance of every number.
 
 # %%
-from nbutils.normative.explorer import plot_profile
 from nbutils.normative.pipeline import analyse_volume
+from nbutils.normative.plots import plot_profile
 
 if P.report_subject:
     chosen = P.report_subject
@@ -182,13 +175,13 @@ row = test.set_index("participant_id").loc[chosen]
 j_chosen = int(np.flatnonzero(test["participant_id"] == chosen)[0])
 table = analyse_volume(model, stats, volumes[j_chosen], labels).profile
 fig = plot_profile(table, top=15, title=f"{chosen} ({row['diagnosis']}), total deviation "
-                   f"{row['total_deviation']:+.2f} — {DATA_SOURCE}")
+                   f"{row['total_deviation']:+.2f} — {data.source}")
 save_figure(fig, P.reports_dir, STEM, "subject_profile")
 plt.show()
 table.head(10).round(2)
 
 # %%
-from nbutils.normative.explorer import DeviationExplorer, ExplorerSubject, plot_planes
+from nbutils.normative.explorer import DeviationExplorer, ExplorerSubject
 from nbutils.normative.regional import region_centroids, region_statistics
 
 centroids = dict(zip(ref.regions["name"], region_centroids(labels, ref.regions["index"]), strict=True))
@@ -204,11 +197,12 @@ display(explorer.widget)
 
 # %%
 # static view for non-interactive runs: planes through the most deviating region's centroid
-for name, v in views.items():
-    pos = centroids[v.profile["name"].iloc[0]]
-    fig = plot_planes(v.image, v.z, pos, title=f"{name} at {v.profile['name'].iloc[0]} ({DATA_SOURCE})")
-    plt.show()
+from nbutils.normative.plots import plot_planes_grid
+
+fig = plot_planes_grid({f"{name} at {v.profile['name'].iloc[0]}": (v.image, v.z, centroids[v.profile["name"].iloc[0]])
+                        for name, v in views.items()}, title=f"most deviating region per subject ({data.source})")
 save_figure(fig, P.reports_dir, STEM, "subject_planes")
+plt.show()
 
 # %% [markdown]
 # The same report is one command away for any preprocessed scan (the model folder carries its
@@ -221,7 +215,7 @@ save_figure(fig, P.reports_dir, STEM, "subject_planes")
 # %%
 from nbutils.normative.report import write_report
 
-report = write_report(chosen, row["path"], checkpoint, Path(P.reports_dir) / "subjects", DATA_SOURCE,
+report = write_report(chosen, row["path"], checkpoint, Path(P.reports_dir) / "subjects", data.source,
                       extra={"diagnosis": row["diagnosis"]})
 print("report:", report)
 print(f"nbutils report --subject {chosen} --bids {data.root} --model {checkpoint} --out {report.parent}")
@@ -262,7 +256,7 @@ write_metrics(P.reports_dir, STEM, {
     "n_ad_test": int((dx == "AD").sum()),
     "n_cn_test": int((dx == "CN").sum()),
     "report_subject": chosen,
-}, data_source=DATA_SOURCE)
+}, data_source=data.source)
 
 # %% [markdown]
 # ## Summary

@@ -35,7 +35,7 @@
 #
 # | Prerequisites | |
 # |---|---|
-# | Notebooks | 00 (synthetic cohort) — this notebook generates the cohort if it is missing |
+# | Notebooks | 00 (synthetic cohort), run first with the same profile: it generates the cohort this notebook opens |
 # | Concepts | convolution, cross-entropy, cross-validation, overfitting |
 # | Data | the synthetic cohort in MNI space (`<data_dir>/synthetic/<profile>-mni`) |
 #
@@ -44,38 +44,18 @@
 # profile uses the standard 2 mm grid (80×96×80) and 5 folds; `smoke` runs in well under a minute.
 
 # %% tags=["parameters"]
+from nbutils.classify.settings import ClassifierSettings
+
 reports_dir: str = "../reports"
 data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
-resolution: float = 2.0  # mm of the cohort grid; the smoke profile uses 4.0
-n_healthy: int = 50
-n_mci: int = 15
-n_ad: int = 25
-n_tumour: int = 24
-working_resolution: float = 4.0  # mm seen by the CNNs, not finer than resolution; full profile: 2.0
-test_size: float = 0.2
-n_folds: int = 3  # full profile: 5
-# models (review's AD protocol: 3x3x3 conv + BN + ReLU + 2x2x2 max-pool blocks, dropout, L2)
-channels: list[int] = [4, 8, 16, 32]  # full profile: [8, 16, 32, 64]
-hidden: int = 32
-dropout: float = 0.3
-pif_channels: int = 8
-pif_patch_size: int = 3  # voxels of the 4th block's map; 3 at 4 mm (5x6x5 map), 5 at 2 mm (10x12x10)
-# training
-max_epochs: int = 20
-patience: int = 5
-min_epochs: int = 5  # no stopping, and no best-weights choice, before this epoch
-batch_size: int = 8
-lr: float = 0.003
-weight_decay: float = 0.001
-accelerator: str = "cpu"
-devices: int = 1
 # evaluation extras
 mci_models: list[str] = ["baseline"]  # models also run on the harder MCI vs CN task ([] to skip)
 mc_passes: int = 10  # Monte-Carlo dropout passes
 occlusion_mask: int = 8  # occlusion cube edge, working-grid voxels
+classifier: ClassifierSettings = {}  # overrides of its defaults: grid, split, networks, training
 
 # %%
 from nbutils.params import validate_parameters
@@ -84,11 +64,6 @@ from nbutils.reporting import print_config
 P = validate_parameters(globals())
 print_config()
 P
-
-# %%
-import time
-
-T0 = time.perf_counter()
 
 # %% [markdown]
 # ## 1 · The cohort
@@ -108,9 +83,7 @@ import pandas as pd
 from nbutils.runs import open_dataset
 
 data = open_dataset(P)
-table, DATA_SOURCE = data.table, data.source
-print(DATA_SOURCE)
-table["diagnosis"].value_counts().rename("subjects").to_frame().T
+data.counts()
 
 # %% [markdown]
 # ## 2 · The task and the working grid
@@ -128,14 +101,14 @@ import matplotlib.pyplot as plt
 from nbutils.anatomy import load_template, standard_grid
 from nbutils.classify.volumes import load_task
 
-task = load_task(table, {"CN": ["CN"], "AD": ["AD"]}, working_resolution=P.working_resolution,
-                 resolution=P.resolution)
+task = load_task(data.table, {"CN": ["CN"], "AD": ["AD"]}, working_resolution=P.classifier.working_resolution,
+                 resolution=data.resolution)
 N_CLASSES = len(task.class_names)
 print(f"{len(task.y)} subjects, classes {task.class_names} = {np.bincount(task.y).tolist()}, "
       f"working grid {task.shape}")
 
-grid = standard_grid(P.resolution)
-hippo_y = int(round(grid.voxel_coords([[0, -22, -14]])[0, 1] * P.resolution / P.working_resolution))
+grid = standard_grid(data.resolution)
+hippo_y = int(round(grid.voxel_coords([[0, -22, -14]])[0, 1] * data.resolution / P.classifier.working_resolution))
 diff = task.images[task.y == 1, 0].mean(0) - task.images[task.y == 0, 0].mean(0)
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
 for ax, img, title in zip(axes, [task.images[task.y == 0, 0].mean(0), task.images[task.y == 1, 0].mean(0), diff],
@@ -157,7 +130,7 @@ fig.tight_layout()
 # %%
 from nbutils.classify.splits import assert_no_leakage, subject_split
 
-split = subject_split(task.subjects, task.y, test_size=P.test_size, n_folds=P.n_folds, seed=P.seed)
+split = subject_split(task.subjects, task.y, test_size=P.classifier.test_size, n_folds=P.classifier.n_folds, seed=P.seed)
 assert_no_leakage(test=split.test, train=split.train_pool)
 split.table().rename(columns=dict(enumerate(task.class_names)))
 
@@ -187,7 +160,7 @@ split.table().rename(columns=dict(enumerate(task.class_names)))
 # %%
 from nbutils.classify.models import classifier_factories, describe_classifiers
 
-MODELS = classifier_factories(P, task.shape, N_CLASSES)
+MODELS = classifier_factories(P.classifier, task.shape, N_CLASSES)
 describe_classifiers(MODELS)
 
 # %% [markdown]
@@ -200,14 +173,11 @@ describe_classifiers(MODELS)
 # %%
 import tempfile
 
-from nbutils.classify.experiment import cross_validate, fit_options
+from nbutils.classify.experiment import cross_validate_models
 
-FIT = fit_options(P, N_CLASSES)
 SCRATCH = tempfile.TemporaryDirectory(prefix="05_ad_logs_")  # training logs; removed at the end
 LOG_DIR = Path(SCRATCH.name)
-cv = {name: cross_validate(name, make, task.images, task.y, task.subjects, split, log_dir=LOG_DIR / "ad",
-                           seed=P.seed, **FIT)
-      for name, make in MODELS.items()}
+cv = cross_validate_models(MODELS, task, split, P.classifier, LOG_DIR / "ad", seed=P.seed)
 folds = pd.concat([r.folds for r in cv.values()], ignore_index=True)
 folds.round(3)
 
@@ -220,7 +190,7 @@ folds.round(3)
 from nbutils.classify.metrics import METRICS
 
 summary = pd.DataFrame({(name, part): r.mean_sd(part) for name, r in cv.items() for part in ("test", "val")})
-print(f"n_test = {len(split.test)} subjects; data: {DATA_SOURCE}")
+print(f"n_test = {len(split.test)} subjects; data: {data.source}")
 summary.loc[[*METRICS, "epochs_run"]]
 
 # %% [markdown]
@@ -234,7 +204,7 @@ from nbutils.classify.plots import plot_confusion, plot_learning_curves
 from nbutils.reporting import save_figure
 
 STEM = "05_ad_classifier"
-fig = plot_learning_curves({n: r.histories for n, r in cv.items()}, f"AD vs CN — {DATA_SOURCE}")
+fig = plot_learning_curves({n: r.histories for n, r in cv.items()}, f"AD vs CN — {data.source}")
 save_figure(fig, P.reports_dir, STEM, "learning_curves")
 fig = plot_confusion({n: sum(r.confusion) for n, r in cv.items()}, task.class_names,
                      "test set, summed over folds (synthetic cohort)")
@@ -249,15 +219,14 @@ save_figure(fig, P.reports_dir, STEM, "confusion")
 # %%
 mci_summary = None
 if P.mci_models:
-    mci_task = load_task(table, {"CN": ["CN"], "MCI": ["MCI"]}, working_resolution=P.working_resolution,
-                         resolution=P.resolution, progress=False)
-    mci_split = subject_split(mci_task.subjects, mci_task.y, test_size=P.test_size, n_folds=P.n_folds,
+    mci_task = load_task(data.table, {"CN": ["CN"], "MCI": ["MCI"]}, working_resolution=P.classifier.working_resolution,
+                         resolution=data.resolution, progress=False)
+    mci_split = subject_split(mci_task.subjects, mci_task.y, test_size=P.classifier.test_size, n_folds=P.classifier.n_folds,
                               seed=P.seed)
-    mci_cv = {name: cross_validate(f"mci_{name}", MODELS[name], mci_task.images, mci_task.y, mci_task.subjects,
-                                   mci_split, log_dir=LOG_DIR / "mci", seed=P.seed, **FIT)
-              for name in P.mci_models}
+    mci_cv = cross_validate_models({name: MODELS[name] for name in P.mci_models}, mci_task, mci_split,
+                                   P.classifier, LOG_DIR / "mci", seed=P.seed, prefix="mci_")
     mci_summary = pd.DataFrame({name: r.mean_sd("test") for name, r in mci_cv.items()})
-    print(f"MCI vs CN, n_test = {len(mci_split.test)}; {DATA_SOURCE}")
+    print(f"MCI vs CN, n_test = {len(mci_split.test)}; {data.source}")
 mci_summary
 
 # %% [markdown]
@@ -373,7 +342,7 @@ pd.concat(unc_bins, names=["model"]).round(3)
 # ## 9 · Headline numbers
 
 # %%
-from nbutils.reporting import write_metrics
+from nbutils.reporting import kernel_seconds, write_metrics
 
 metrics = {}
 for name, r in cv.items():
@@ -387,10 +356,10 @@ metrics["saliency_chance_level_cortex"] = float(cortex_mass["chance"].mean())
 metrics["saliency_method"] = "Grad-CAM (AD class, last conv block activation before pooling), AD test subjects, mean over fold models"
 if mci_summary is not None:
     metrics["mci_vs_cn"] = {name: r.headline() for name, r in mci_cv.items()}
-metrics["n_folds"] = P.n_folds
-metrics["working_resolution_mm"] = P.working_resolution
-metrics["seconds"] = round(time.perf_counter() - T0, 1)
-write_metrics(P.reports_dir, STEM, metrics, data_source=DATA_SOURCE)
+metrics["n_folds"] = P.classifier.n_folds
+metrics["working_resolution_mm"] = P.classifier.working_resolution
+metrics["seconds"] = kernel_seconds()
+write_metrics(P.reports_dir, STEM, metrics, data_source=data.source)
 SCRATCH.cleanup()  # the temporary training logs go; everything kept is under reports/
 pd.DataFrame({k: v for k, v in metrics.items() if k in cv}).round(3)
 

@@ -41,40 +41,20 @@
 # `full` uses the standard 2 mm grid and 5 folds.
 
 # %% tags=["parameters"]
+from nbutils.classify.settings import ClassifierSettings
+
 reports_dir: str = "../reports"
 data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
-resolution: float = 2.0  # mm of the cohort grid; the smoke profile uses 4.0
-n_healthy: int = 50
-n_mci: int = 15
-n_ad: int = 25
-n_tumour: int = 24
-working_resolution: float = 4.0  # mm seen by the CNNs, not finer than resolution; full profile: 2.0
-test_size: float = 0.2
-n_folds: int = 3  # full profile: 5
-# models (review's AD protocol: 3x3x3 conv + BN + ReLU + 2x2x2 max-pool blocks, dropout, L2)
-channels: list[int] = [4, 8, 16, 32]  # full profile: [8, 16, 32, 64]
-hidden: int = 32
-dropout: float = 0.3
-pif_channels: int = 8
-pif_patch_size: int = 3  # voxels of the 4th block's map; 3 at 4 mm (5x6x5 map), 5 at 2 mm (10x12x10)
-# training
-max_epochs: int = 20
-patience: int = 5
-min_epochs: int = 5  # no stopping, and no best-weights choice, before this epoch
-batch_size: int = 8
-lr: float = 0.003
-weight_decay: float = 0.001
-accelerator: str = "cpu"
-devices: int = 1
 n_no_tumour: int | None = None  # CN subjects used as no-tumour class; None means as many as the largest tumour class
 # 2D slice path
 slice_size: int = 64  # pixels (square) the slices are resized to
 slices_per_subject: int = 5
 slice_spacing: int = 2  # voxels between exported axial slices
 dup_max_distance: int = 4  # perceptual-hash Hamming distance counted as a near duplicate
+classifier: ClassifierSettings = {}  # overrides of its defaults: grid, split, networks, training
 
 # %%
 from nbutils.params import validate_parameters
@@ -83,11 +63,6 @@ from nbutils.reporting import print_config
 P = validate_parameters(globals())
 print_config()
 P
-
-# %%
-import time
-
-T0 = time.perf_counter()
 
 # %% [markdown]
 # ## 1 · The cohort and the four classes
@@ -105,17 +80,15 @@ import pandas as pd
 from nbutils.runs import open_dataset
 
 data = open_dataset(P)
-table, DATA_SOURCE = data.table, data.source
-print(DATA_SOURCE)
-table["diagnosis"].value_counts().rename("subjects").to_frame().T
+data.counts()
 
 # %%
 from nbutils.classify.volumes import load_task
 
 TUMOURS = ["glioma", "meningioma", "pituitary"]
-n_no = P.n_no_tumour or int(table["diagnosis"].isin(TUMOURS).groupby(table["diagnosis"]).sum().max())
+n_no = P.n_no_tumour or int(data.table["diagnosis"].isin(TUMOURS).groupby(data.table["diagnosis"]).sum().max())
 classes = {"no_tumour": ["CN"], **{t: [t] for t in TUMOURS}}
-task = load_task(table, classes, working_resolution=P.working_resolution, resolution=P.resolution,
+task = load_task(data.table, classes, working_resolution=P.classifier.working_resolution, resolution=data.resolution,
                  max_per_class={"no_tumour": n_no}, seed=P.seed)
 N_CLASSES = len(task.class_names)
 print(f"{len(task.y)} subjects, {dict(zip(task.class_names, np.bincount(task.y).tolist(), strict=True))}, grid {task.shape}")
@@ -129,26 +102,23 @@ print(f"{len(task.y)} subjects, {dict(zip(task.class_names, np.bincount(task.y).
 # %%
 from nbutils.classify.splits import subject_split
 
-split = subject_split(task.subjects, task.y, test_size=P.test_size, n_folds=P.n_folds, seed=P.seed)
+split = subject_split(task.subjects, task.y, test_size=P.classifier.test_size, n_folds=P.classifier.n_folds, seed=P.seed)
 split.table().rename(columns=dict(enumerate(task.class_names)))
 
 # %%
 from nbutils.classify.models import classifier_factories, describe_classifiers
 
-MODELS = classifier_factories(P, task.shape, N_CLASSES)
+MODELS = classifier_factories(P.classifier, task.shape, N_CLASSES)
 describe_classifiers(MODELS)
 
 # %%
 import tempfile
 
-from nbutils.classify.experiment import cross_validate, fit_options
+from nbutils.classify.experiment import cross_validate_models
 
-FIT = fit_options(P, N_CLASSES)
 SCRATCH = tempfile.TemporaryDirectory(prefix="06_tumour_logs_")  # training logs; removed at the end
 LOG_DIR = Path(SCRATCH.name)
-cv = {name: cross_validate(name, make, task.images, task.y, task.subjects, split, log_dir=LOG_DIR / "3d",
-                           seed=P.seed, **FIT)
-      for name, make in MODELS.items()}
+cv = cross_validate_models(MODELS, task, split, P.classifier, LOG_DIR / "3d", seed=P.seed)
 pd.concat([r.folds for r in cv.values()], ignore_index=True).round(3)
 
 # %% [markdown]
@@ -159,7 +129,7 @@ pd.concat([r.folds for r in cv.values()], ignore_index=True).round(3)
 # %%
 from nbutils.classify.metrics import METRICS
 
-print(f"n_test = {len(split.test)} subjects; {DATA_SOURCE}")
+print(f"n_test = {len(split.test)} subjects; {data.source}")
 for name, r in cv.items():
     h = r.headline()
     verdict = "above" if h["balanced_accuracy_mean"] - h["balanced_accuracy_sd"] > 1 / N_CLASSES else "not clearly above"
@@ -181,7 +151,7 @@ STEM = "06_tumour_classifier"
 fig = plot_confusion({n: sum(r.confusion) for n, r in cv.items()}, task.class_names,
                      "test set, summed over folds (synthetic cohort)")
 save_figure(fig, P.reports_dir, STEM, "confusion")
-fig = plot_learning_curves({n: r.histories for n, r in cv.items()}, f"tumour, 4 classes — {DATA_SOURCE}")
+fig = plot_learning_curves({n: r.histories for n, r in cv.items()}, f"tumour, 4 classes — {data.source}")
 save_figure(fig, P.reports_dir, STEM, "learning_curves")
 
 # %% [markdown]
@@ -209,7 +179,7 @@ from nbutils.classify.interpret import grad_cam, saliency_mass
 from nbutils.classify.plots import plot_saliency_overlay
 from nbutils.classify.volumes import derivative_path, resize_volumes, upsample_maps
 
-grid = standard_grid(P.resolution)
+grid = standard_grid(data.resolution)
 test_idx = cv["baseline"].test_index
 x_test, y_test = task.images[test_idx], task.y[test_idx]
 rows, examples = [], {}
@@ -238,7 +208,7 @@ maps, cuts = {}, {}
 for cls, (k, cam, seg) in examples.items():
     key = f"{cls} ({task.subjects[test_idx[k]]})"
     maps[key] = cam
-    centre = np.argwhere(seg > 0).mean(0) * P.resolution / P.working_resolution  # tumour centre, working grid
+    centre = np.argwhere(seg > 0).mean(0) * data.resolution / P.classifier.working_resolution  # tumour centre, working grid
     cuts[key] = [int(c) for c in centre]
 fig = plot_saliency_overlay(maps, template, cuts, "Grad-CAM (baseline) for the true class, cut through the tumour")
 save_figure(fig, P.reports_dir, STEM, "gradcam_tumours")
@@ -304,20 +274,22 @@ print(f"dropped {len(dropped)} slices:", dropped["reason"].value_counts().to_dic
 CLASS_INDEX = {c: k for k, c in enumerate(task.class_names)}
 y2d = clean["label"].map(CLASS_INDEX).to_numpy()
 images2d = load_slice_images(clean["path"].tolist(), size=(P.slice_size, P.slice_size), progress=False)
-split2d, groups = split_slices(clean, test_size=P.test_size, n_folds=P.n_folds, seed=P.seed)
+split2d, groups = split_slices(clean, test_size=P.classifier.test_size, n_folds=P.classifier.n_folds, seed=P.seed)
 
+from nbutils.classify.experiment import cross_validate, fit_options
 from nbutils.classify.models import BaselineCNN
 
 
 def make_2d():
-    return BaselineCNN(n_classes=N_CLASSES, channels=P.channels[:3], hidden=P.hidden, dropout=P.dropout,
-                       spatial_dims=2)
+    settings = P.classifier
+    return BaselineCNN(n_classes=N_CLASSES, channels=settings.channels[:3], hidden=settings.hidden,
+                       dropout=settings.dropout, spatial_dims=2)
 
 
-FIT2D = {**FIT, "flip_axes": (1,)}  # left-right is the image's column axis
+FIT2D = {**fit_options(P.classifier, N_CLASSES), "flip_axes": (1,)}  # left-right is the image's column axis
 cv2d = cross_validate("baseline2d", make_2d, images2d, y2d, groups, split2d, log_dir=LOG_DIR / "2d",
                       seed=P.seed, **FIT2D)
-print(f"patient-level split: {len(split2d.test)} test patients; {DATA_SOURCE} (exported slices)")
+print(f"patient-level split: {len(split2d.test)} test patients; {data.source} (exported slices)")
 cv2d.mean_sd().loc[METRICS].to_frame("2D baseline, patient split")
 
 # %% [markdown]
@@ -338,8 +310,8 @@ pairs_noid = find_duplicates(slices_noid, max_distance=P.dup_max_distance, progr
 clean_noid, _ = drop_duplicates(slices_noid, pairs_noid)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    split_noid, groups_noid = split_slices(clean_noid, pairs_noid.iloc[:0], test_size=P.test_size,
-                                           n_folds=P.n_folds, seed=P.seed)
+    split_noid, groups_noid = split_slices(clean_noid, pairs_noid.iloc[:0], test_size=P.classifier.test_size,
+                                           n_folds=P.classifier.n_folds, seed=P.seed)
 for w in caught:
     print(f"{w.category.__name__}: {w.message}")
 true_patient = clean_noid["path"].str.extract(r"/(sub-[0-9A-Za-z]+)_")[0].to_numpy()
@@ -373,7 +345,7 @@ pd.DataFrame({"patient split": cv2d.mean_sd(), "slice split (no IDs, leaky)": cv
 # ## 5 · Headline numbers
 
 # %%
-from nbutils.reporting import write_metrics
+from nbutils.reporting import kernel_seconds, write_metrics
 
 metrics = {name: {**r.headline(), "early_stop_epoch_mean": float(r.summary().loc["epochs_run", "mean"]),
                   "saliency_mass_in_tumour": float(tumour_mass.loc[tumour_mass.model == name, "mass"].mean())}
@@ -390,10 +362,10 @@ metrics["slices2d"] = {
     "planted_duplicates": 2,
     "note": "slices exported from the synthetic cohort, 2 duplicates planted",
 }
-metrics["n_folds"] = P.n_folds
-metrics["working_resolution_mm"] = P.working_resolution
-metrics["seconds"] = round(time.perf_counter() - T0, 1)
-write_metrics(P.reports_dir, STEM, metrics, data_source=DATA_SOURCE)
+metrics["n_folds"] = P.classifier.n_folds
+metrics["working_resolution_mm"] = P.classifier.working_resolution
+metrics["seconds"] = kernel_seconds()
+write_metrics(P.reports_dir, STEM, metrics, data_source=data.source)
 SCRATCH.cleanup()  # the temporary training logs go; everything kept is under reports/
 pd.DataFrame({k: metrics[k] for k in cv}).round(3)
 
@@ -419,5 +391,5 @@ pd.DataFrame({k: metrics[k] for k in cv}).round(3)
 # - Eitel F. et al. (2019) Patch individual filter layers (`seeds/003_…`).
 # - Wen J. et al. (2020) CNNs for AD classification: data leakage and reproducible evaluation
 #   (the same leakage logic applies to slices).
-# - Zauner C. (2010) Implementation and benchmarking of perceptual image hash functions (pHash);
+# - Zauner P.classifier. (2010) Implementation and benchmarking of perceptual image hash functions (pHash);
 #   the `imagehash` library.

@@ -38,37 +38,17 @@
 # `full` uses the 2 mm grid and 10 repeats, as in the paper.
 
 # %% tags=["parameters"]
+from nbutils.classify.settings import ClassifierSettings
+
 reports_dir: str = "../reports"
 data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
-resolution: float = 2.0  # mm of the cohort grid; the smoke profile uses 4.0
-n_healthy: int = 50
-n_mci: int = 15
-n_ad: int = 25
-n_tumour: int = 24
-working_resolution: float = 4.0  # mm seen by the CNNs, not finer than resolution; full profile: 2.0
-test_size: float = 0.2
-n_folds: int = 3  # full profile: 5
-# models (review's AD protocol: 3x3x3 conv + BN + ReLU + 2x2x2 max-pool blocks, dropout, L2)
-channels: list[int] = [4, 8, 16, 32]  # full profile: [8, 16, 32, 64]
-hidden: int = 32
-dropout: float = 0.3
-pif_channels: int = 8
-pif_patch_size: int = 3  # voxels of the 4th block's map; 3 at 4 mm (5x6x5 map), 5 at 2 mm (10x12x10)
-# training
-max_epochs: int = 20
-patience: int = 5
-min_epochs: int = 5  # no stopping, and no best-weights choice, before this epoch
-batch_size: int = 8
-lr: float = 0.003
-weight_decay: float = 0.001
-accelerator: str = "cpu"
-devices: int = 1
 repeats: int = 3  # the paper: 10 (full profile)
 subsets: list[float] = [1.0, 0.2]  # fractions of the training subjects (the paper: full set and 20 %)
 val_size: float = 0.2  # of each (sub)set, held out for early stopping
+classifier: ClassifierSettings = {}  # overrides of its defaults: grid, split, networks, training
 
 # %%
 from nbutils.params import validate_parameters
@@ -77,11 +57,6 @@ from nbutils.reporting import print_config
 P = validate_parameters(globals())
 print_config()
 P
-
-# %%
-import time
-
-T0 = time.perf_counter()
 
 # %% [markdown]
 # ## 1 · Data, fixed test set, models
@@ -95,27 +70,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nbutils.classify.splits import subject_split
+from nbutils.classify.volumes import load_task
 from nbutils.runs import open_dataset
 
 data = open_dataset(P)
-table, DATA_SOURCE = data.table, data.source
-print(DATA_SOURCE)
-table["diagnosis"].value_counts().rename("subjects").to_frame().T
-
-# %%
-from nbutils.classify.splits import subject_split
-from nbutils.classify.volumes import load_task
-
-task = load_task(table, {"CN": ["CN"], "AD": ["AD"]}, working_resolution=P.working_resolution,
-                 resolution=P.resolution)
+task = load_task(data.table, {"CN": ["CN"], "AD": ["AD"]}, working_resolution=P.classifier.working_resolution,
+                 resolution=data.resolution)
 N_CLASSES = len(task.class_names)
-split = subject_split(task.subjects, task.y, test_size=P.test_size, n_folds=2, seed=P.seed)  # folds unused
+split = subject_split(task.subjects, task.y, test_size=P.classifier.test_size, n_folds=2, seed=P.seed)  # folds unused
 print(f"{len(task.y)} subjects; test {len(split.test)}, training pool {len(split.train_pool)}; grid {task.shape}")
 
 # %%
 from nbutils.classify.models import classifier_factories, describe_classifiers
 
-MODELS = classifier_factories(P, task.shape, N_CLASSES)
+MODELS = classifier_factories(P.classifier, task.shape, N_CLASSES)
 describe_classifiers(MODELS)
 
 # %% [markdown]
@@ -132,7 +101,7 @@ import tempfile
 
 from nbutils.classify.experiment import fit_options, sample_size_experiment, sample_size_table
 
-FIT = fit_options(P, N_CLASSES)
+FIT = fit_options(P.classifier, N_CLASSES)
 SCRATCH = tempfile.TemporaryDirectory(prefix="07_pif_logs_")  # training logs; removed at the end
 LOG_DIR = Path(SCRATCH.name)
 runs = sample_size_experiment(MODELS, task.images, task.y, task.subjects, split, fractions=P.subsets,
@@ -152,7 +121,7 @@ shown = table1.assign(
        "early-stopping epoch": table1.apply(lambda r: f"{r.early_stop_epoch_mean:.1f} ± {r.early_stop_epoch_sd:.1f}",
                                             axis=1)})
 n_train = runs.groupby("subset")["n_train"].first()
-print(f"training subjects per run: {n_train.to_dict()}; n_test = {len(split.test)}; {DATA_SOURCE}")
+print(f"training subjects per run: {n_train.to_dict()}; n_test = {len(split.test)}; {data.source}")
 shown.pivot(index="model", columns="subset", values=["bal. acc.", "early-stopping epoch"])
 
 # %%
@@ -160,7 +129,7 @@ from nbutils.classify.plots import plot_sample_size
 from nbutils.reporting import save_figure
 
 STEM = "07_pif_sample_size"
-fig = plot_sample_size(runs, f"baseline vs PIF, {P.repeats} repeats — {DATA_SOURCE}")
+fig = plot_sample_size(runs, f"baseline vs PIF, {P.repeats} repeats — {data.source}")
 save_figure(fig, P.reports_dir, STEM, "sample_size")
 
 # %% [markdown]
@@ -233,7 +202,7 @@ for subset in ours.index:
 # ## 5 · Headline numbers
 
 # %%
-from nbutils.reporting import write_metrics
+from nbutils.reporting import kernel_seconds, write_metrics
 
 rows = [{"model": r.model, "subset": r.subset, "balanced_accuracy_mean": float(r.balanced_accuracy_mean),
          "balanced_accuracy_sd": float(r.balanced_accuracy_sd), "early_stop_epoch_mean": float(r.early_stop_epoch_mean),
@@ -241,9 +210,9 @@ rows = [{"model": r.model, "subset": r.subset, "balanced_accuracy_mean": float(r
         for r in table1.itertuples()]
 write_metrics(P.reports_dir, STEM, {"rows": rows, "n_test": len(split.test),
                                     "n_train_per_subset": {k: int(v) for k, v in n_train.items()},
-                                    "working_resolution_mm": P.working_resolution,
-                                    "seconds": round(time.perf_counter() - T0, 1)},
-              data_source=DATA_SOURCE)
+                                    "working_resolution_mm": P.classifier.working_resolution,
+                                    "seconds": kernel_seconds()},
+              data_source=data.source)
 SCRATCH.cleanup()  # the temporary training logs go; everything kept is under reports/
 pd.DataFrame(rows).round(3)
 

@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -261,8 +262,10 @@ def test_choosing_a_region_moves_the_slices_to_its_centroid(page, lab_params):
     select.select_option(label=target)
     _settle(page)
     after = [_slider_value(page, s) for s in sliders]
-    atlas = load_atlas(lab_params.get("atlas", "neuromorphometrics"),
-                       standard_grid(float(lab_params["resolution"])))
+    from nbutils.runs import open_dataset
+
+    resolution = open_dataset(SimpleNamespace(**lab_params)).resolution
+    atlas = load_atlas(lab_params.get("atlas", "neuromorphometrics"), standard_grid(resolution))
     index = int(atlas.labels.set_index("name").loc[target, "index"])
     expected = region_centroids(atlas.data(), [index])[0].tolist()
     assert after == expected, f"slices at {after}, centroid of {target} is {expected}"

@@ -149,8 +149,6 @@ def test_batchnorm_statistics_match_the_returned_weights(rng, tmp_path):
 
 
 def test_classifier_factories_build_fresh_networks_from_parameters():
-    from types import SimpleNamespace
-
     from nbutils.classify.experiment import fit_options
     from nbutils.classify.models import (
         BaselineCNN,
@@ -159,10 +157,11 @@ def test_classifier_factories_build_fresh_networks_from_parameters():
         count_parameters,
         describe_classifiers,
     )
+    from nbutils.classify.settings import ClassifierSettings
 
-    p = SimpleNamespace(channels=[2, 4, 4, 8], hidden=8, dropout=0.1, pif_channels=2, pif_patch_size=1,
-                        max_epochs=3, patience=2, min_epochs=1, batch_size=2, lr=0.01, weight_decay=0.0,
-                        accelerator="cpu", devices=1)
+    p = ClassifierSettings.from_overrides(dict(channels=[2, 4, 4, 8], hidden=8, dropout=0.1, pif_channels=2,
+                                               pif_patch_size=1, max_epochs=3, patience=2, min_epochs=1,
+                                               batch_size=2, lr=0.01, weight_decay=0.0))
     make = classifier_factories(p, (16, 24, 16), n_classes=3)
     a, b = make["baseline"](), make["baseline"]()
     assert isinstance(a, BaselineCNN) and isinstance(make["pif"](), PIFNet) and a is not b
@@ -180,3 +179,15 @@ def test_mean_sd_strings():
 
     folds = pd.DataFrame({"accuracy": [0.5, 0.7, 0.9]})
     assert format_mean_sd(summarise(folds, ["accuracy"])).to_dict() == {"accuracy": "0.700 ± 0.200"}
+
+
+def test_classifier_settings_refuse_unknown_or_mistyped_overrides():
+    from nbutils.classify.settings import ClassifierSettings
+    from nbutils.params import ParameterError
+
+    assert ClassifierSettings.from_overrides({"lr": 1}).lr == 1.0
+    assert ClassifierSettings.from_overrides({}) == ClassifierSettings()
+    with pytest.raises(ParameterError, match=r"(?s)unknown parameter\(s\): learning_rate.*lr: float"):
+        ClassifierSettings.from_overrides({"learning_rate": 0.1})
+    with pytest.raises(ParameterError, match="parameter 'channels' must be list"):
+        ClassifierSettings.from_overrides({"channels": 8})

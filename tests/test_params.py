@@ -118,3 +118,25 @@ def test_profiles_are_checked_without_requiring_every_parameter():
     assert check_parameters(spec, {"lr": 1}, require_all=False) == {"lr": 1.0}
     with pytest.raises(ParameterError, match="parameter 'space' must be"):
         check_parameters(spec, {"space": "talairach"}, require_all=False)
+
+
+GROUP_CELL = '''from nbutils.classify.settings import ClassifierSettings
+
+seed: int = 0
+classifier: ClassifierSettings = {}  # overrides of its defaults
+'''
+
+
+def test_a_settings_group_is_declared_once_and_checked_field_by_field():
+    from nbutils.classify.settings import ClassifierSettings
+
+    spec = spec_from_cell(GROUP_CELL)  # the cell's import makes the annotation readable
+    got = check_parameters(spec, {"classifier": {"lr": 1, "n_folds": 4}}, require_all=False)
+    assert got["classifier"] == ClassifierSettings(lr=1.0, n_folds=4)
+    ns: dict = {}
+    exec(GROUP_CELL, ns)
+    assert validate_parameters(ns).classifier == ClassifierSettings()
+    with pytest.raises(ParameterError, match=r"parameter 'classifier' \(ClassifierSettings\).*'n_folds' must be int"):
+        check_parameters(spec, {"classifier": {"n_folds": "4"}}, require_all=False)
+    with pytest.raises(ParameterError, match=r"unknown parameter\(s\): nfolds"):
+        check_parameters(spec, {"classifier": {"nfolds": 4}}, require_all=False)

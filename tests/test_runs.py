@@ -19,17 +19,26 @@ def test_one_wording_of_the_data_source():
     assert cohort_label("full", 1, "native") == "synthetic cohort (full profile, cohort_seed 1, native whole-head scans)"
 
 
+def test_a_notebook_without_cohort_sizes_needs_notebook_00_first(tmp_path):
+    later = SimpleNamespace(data_dir=str(tmp_path), profile="tiny", cohort_seed=3)
+    with pytest.raises(FileNotFoundError, match=r"run notebook 00 with profile 'tiny'"):
+        open_dataset(later)
+
+
 @pytest.mark.slow
-def test_open_dataset_generates_once_then_reuses(tmp_path):
+def test_notebook_00_generates_once_and_the_others_open_it(tmp_path):
     p = params(tmp_path)
     first = open_dataset(p)
     assert first.root == tmp_path / "synthetic" / "tiny-mni"
     assert sorted(first.table["diagnosis"]) == ["AD", "CN", "CN"]
-    assert first.source == cohort_label("tiny", 3, "mni", 4.0)
+    assert first.source == cohort_label("tiny", 3, "mni", 4.0) and first.resolution == 4.0
     stamp = (first.root / "participants.tsv").stat().st_mtime_ns
-    again = open_dataset(p)
+    later = SimpleNamespace(data_dir=str(tmp_path), profile="tiny", cohort_seed=3)
+    again = open_dataset(later)
     assert (again.root / "participants.tsv").stat().st_mtime_ns == stamp  # reused, not regenerated
-    assert again.table.equals(first.table)
+    assert again.table.equals(first.table) and again.resolution == 4.0
+    with pytest.raises(ValueError, match="cohort_seed 3"):
+        open_dataset(SimpleNamespace(data_dir=str(tmp_path), profile="tiny", cohort_seed=4))
 
 
 def test_missing_model_names_the_notebook_and_profile(tmp_path):

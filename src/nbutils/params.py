@@ -9,7 +9,11 @@ annotated assignment per parameter, ``name: type = default  # help``::
     reg: Literal["affine", "syn"] = "affine"  # registration of the main batch
     max_minutes: float | None = 5.0  # wall-clock cap; None for none
 
-papermill injects overrides right after it as plain assignments. The next cell
+A parameter typed with a dataclass is a *settings group* shared by several
+notebooks (``classifier: ClassifierSettings = {}``): its value is a mapping of
+overrides, checked field by field against the dataclass, and ``P.classifier``
+is the dataclass instance. papermill injects overrides right after the cell as
+plain assignments. The next cell
 calls ``P = validate_parameters(globals())``, which derives a frozen dataclass
 from the annotations the declaration left in the namespace and checks every
 value against it. The runner reads the same cell without a kernel
@@ -196,6 +200,12 @@ def check_parameters(spec: type, values: Mapping[str, Any], require_all: bool = 
             if require_all:
                 problems.append(f"missing parameter: {name}")
             continue
+        if _is_group(hints[name]) and isinstance(values[name], Mapping | hints[name]):
+            try:
+                coerced_values[name] = _group(hints[name], values[name])
+            except ParameterError as exc:
+                problems.append(f"parameter {name!r} ({hints[name].__name__}): {exc}")
+            continue
         ok, coerced = _check(values[name], hints[name])
         if not ok:
             problems.append(
@@ -211,6 +221,18 @@ def check_parameters(spec: type, values: Mapping[str, Any], require_all: bool = 
             + describe_parameters(spec)
         )
     return coerced_values
+
+
+def _is_group(tp: Any) -> bool:
+    """A parameter whose type is a dataclass groups settings that several notebooks share."""
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _group(tp: type, value: Any) -> Any:
+    """A settings group from its overrides (a mapping; the dataclass defaults fill the rest)."""
+    if isinstance(value, tp):
+        return value
+    return tp(**check_parameters(tp, dict(value), require_all=False))
 
 
 def validate_parameters(namespace: Mapping[str, Any]) -> Any:
@@ -299,9 +321,16 @@ def read_parameters_cell(source: str, where: str = "parameters cell") -> dict[st
 
 
 def spec_from_cell(source: str, where: str = "parameters cell") -> type:
-    """The dataclass of :func:`parameter_spec` built from a cell's source (no kernel needed)."""
+    """The dataclass of :func:`parameter_spec` built from a cell's source (no kernel needed).
+
+    The cell's import statements are run first, so an annotation may name an
+    imported settings group (a dataclass, e.g.
+    :class:`nbutils.classify.settings.ClassifierSettings`).
+    """
     declared = read_parameters_cell(source, where)
     namespace = dict(_ANNOTATION_NAMES)
+    imports = [node for node in ast.parse(source).body if isinstance(node, ast.Import | ast.ImportFrom)]
+    exec(compile(ast.Module(imports, type_ignores=[]), where, "exec"), namespace)  # noqa: S102
     types_ = {}
     for d in declared.values():
         try:

@@ -12,6 +12,7 @@ from nbutils.io import write_bytes, write_json, write_text
 
 __all__ = [
     "build_index",
+    "kernel_seconds",
     "metrics_path",
     "package_versions",
     "print_config",
@@ -39,6 +40,18 @@ def package_versions(packages: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str]
         except PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def kernel_seconds() -> float:
+    """Wall-clock seconds since this process (a notebook's kernel) started, to 0.1 s.
+
+    A notebook reports its own run time with it, without a timer cell of its own.
+    """
+    import time
+
+    import psutil
+
+    return round(time.time() - psutil.Process().create_time(), 1)
 
 
 def print_config(packages: tuple[str, ...] = KEY_PACKAGES) -> None:

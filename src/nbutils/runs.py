@@ -31,11 +31,17 @@ Space = Literal["mni", "native"]
 
 @dataclass(frozen=True)
 class RunDataset:
-    """A run's dataset: where it is, one row per scan, and the sentence naming it."""
+    """A run's dataset: where it is, one row per scan, its grid and the sentence naming it."""
 
     root: Path
     table: pd.DataFrame
     source: str
+    resolution: float
+
+    def counts(self) -> pd.DataFrame:
+        """Subjects per diagnosis (one row), after printing where the data come from."""
+        print(self.source)
+        return self.table["diagnosis"].value_counts().rename("subjects").to_frame().T
 
 
 def cohort_label(profile: str, cohort_seed: int, space: Space = "mni", resolution: float = 2.0) -> str:
@@ -48,43 +54,85 @@ def cohort_label(profile: str, cohort_seed: int, space: Space = "mni", resolutio
     return f"synthetic cohort ({profile} profile, cohort_seed {cohort_seed}, {where})"
 
 
-def _cohort_arguments(params: Any, space: Space) -> dict[str, Any]:
+#: Parameters of notebook 00 that say how large each cohort is.
+_SIZES = {
+    "mni": ("n_healthy", "n_mci", "n_ad", "n_tumour"),
+    "native": ("n_native_healthy", "n_native_tumour"),
+}
+
+
+def _generate(params: Any, root: Path, space: Space, jobs: int) -> None:
+    from nbutils.synth import ensure_cohort
+
     if space == "mni":
-        return dict(n_healthy=params.n_healthy, n_mci=params.n_mci, n_ad=params.n_ad,
-                    n_tumour=params.n_tumour, resolution=params.resolution)
-    return dict(n_healthy=params.n_native_healthy, n_mci=0, n_ad=0, n_tumour=params.n_native_tumour)
+        sizes = dict(n_healthy=params.n_healthy, n_mci=params.n_mci, n_ad=params.n_ad,
+                     n_tumour=params.n_tumour, resolution=params.resolution)
+    else:
+        sizes = dict(n_healthy=params.n_native_healthy, n_mci=0, n_ad=0, n_tumour=params.n_native_tumour)
+    ensure_cohort(root, space=space, seed=params.cohort_seed, jobs=jobs, **sizes)
+
+
+def _manifest(root: Path, params: Any) -> dict:
+    """The generator's manifest of an existing cohort, checked against the run."""
+    import json
+
+    from nbutils.synth.cohort import GENERATOR_VERSION, MANIFEST
+
+    path = root / MANIFEST
+    rerun = f"run notebook 00 with profile {params.profile!r} and data_dir {params.data_dir!r} first"
+    if not path.is_file():
+        raise FileNotFoundError(f"no synthetic cohort at {root}: {rerun} (it generates the cohorts)")
+    args = json.loads(path.read_text())["args"]
+    if args.get("generator_version") != GENERATOR_VERSION:
+        raise FileNotFoundError(f"{root} was made by generator version {args.get('generator_version')}, "
+                                f"this is version {GENERATOR_VERSION}: {rerun}")
+    if args["seed"] != params.cohort_seed:
+        raise ValueError(f"{root} was generated with cohort_seed {args['seed']}, this run asks for "
+                         f"{params.cohort_seed}: {rerun}")
+    return args
 
 
 def open_dataset(params: Any, space: Space = "mni", jobs: int = 1) -> RunDataset:
-    """Open (generating it on first use) the synthetic cohort of a run.
+    """Open the synthetic cohort of a run (notebook 00 generates it).
 
     Parameters
     ----------
     params : validated notebook parameters
-        Reads ``data_dir``, ``profile``, ``cohort_seed`` and, for ``space="mni"``,
-        ``n_healthy``, ``n_mci``, ``n_ad``, ``n_tumour``, ``resolution``; for
-        ``space="native"``, ``n_native_healthy`` and ``n_native_tumour``.
+        Reads ``data_dir``, ``profile`` and ``cohort_seed``. Notebook 00 also
+        declares the cohort sizes (``n_healthy``, ``n_mci``, ``n_ad``,
+        ``n_tumour``, ``resolution``; ``n_native_healthy``, ``n_native_tumour``):
+        with those, the cohort is generated if it is missing or was made with
+        other arguments. The other notebooks open what notebook 00 wrote.
     space : {"mni", "native"}
         The MNI-space cohort the models use, or the whole-head native scans
         that preprocessing starts from.
     jobs : int
-        Worker processes when the cohort must be generated.
+        Worker processes when the cohort is generated.
 
     Returns
     -------
     RunDataset
         ``root`` is ``<data_dir>/synthetic/<profile>-<space>``; ``table`` comes
-        from :func:`nbutils.datasets.load_bids`.
+        from :func:`nbutils.datasets.load_bids`; ``resolution`` is the grid
+        the cohort was generated on.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the cohort is missing or was made by another generator version
+        (and ``params`` cannot generate it).
+    ValueError
+        When it was generated with another ``cohort_seed``.
     """
     from nbutils.datasets import load_bids
-    from nbutils.synth import ensure_cohort
 
-    root = ensure_cohort(Path(params.data_dir) / "synthetic" / f"{params.profile}-{space}",
-                         space=space, seed=params.cohort_seed, jobs=jobs,
-                         **_cohort_arguments(params, space))
-    resolution = getattr(params, "resolution", 2.0)
-    return RunDataset(root, load_bids(root), cohort_label(params.profile, params.cohort_seed, space,
-                                                          resolution))
+    root = Path(params.data_dir) / "synthetic" / f"{params.profile}-{space}"
+    if all(hasattr(params, name) for name in _SIZES[space]):
+        _generate(params, root, space, jobs)
+    args = _manifest(root, params)
+    resolution = float(args.get("resolution") or 2.0)
+    return RunDataset(root, load_bids(root), cohort_label(params.profile, params.cohort_seed, space, resolution),
+                      resolution)
 
 
 def model_folder(params: Any, name: str = "normative_ae") -> Path:

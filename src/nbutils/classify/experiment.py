@@ -34,7 +34,14 @@ from nbutils.classify.splits import (
     stratified_subset,
 )
 
-__all__ = ["CVResult", "cross_validate", "fit_options", "sample_size_experiment", "select"]
+__all__ = [
+    "CVResult",
+    "cross_validate",
+    "cross_validate_models",
+    "fit_options",
+    "sample_size_experiment",
+    "select",
+]
 
 
 def fit_options(params: Any, n_classes: int) -> dict[str, Any]:
@@ -199,6 +206,47 @@ def cross_validate(
         histories=histories,
         confusion=confusion,
     )
+
+
+def cross_validate_models(
+    models: Mapping[str, Callable[[], nn.Module]],
+    task: Any,
+    split: SubjectSplit,
+    settings: Any,
+    log_dir: str | os.PathLike,
+    seed: int = 0,
+    prefix: str = "",
+) -> dict[str, CVResult]:
+    """:func:`cross_validate` every network of ``models`` on one task, with the same folds and settings.
+
+    Parameters
+    ----------
+    models : mapping
+        Name -> zero-argument factory (e.g. from
+        :func:`nbutils.classify.models.classifier_factories`).
+    task : nbutils.classify.volumes.Task
+        Images, labels, subjects and class names.
+    split : SubjectSplit
+        The fixed test set and the folds.
+    settings : ClassifierSettings
+        Training settings (see :func:`fit_options`).
+    log_dir : path-like
+        Each model logs to ``log_dir/<prefix><name>/fold<i>``.
+    seed : int
+        Fold ``i`` trains with seed ``seed + i``.
+    prefix : str
+        Prepended to each run's name (its log folder and ``folds["model"]``);
+        the returned keys stay the plain names.
+
+    Returns
+    -------
+    dict
+        Name -> :class:`CVResult`.
+    """
+    fit = fit_options(settings, len(task.class_names))
+    return {name: cross_validate(prefix + name, make, task.images, task.y, task.subjects, split,
+                                 log_dir=log_dir, seed=seed, **fit)
+            for name, make in models.items()}
 
 
 def sample_size_experiment(

@@ -23,6 +23,7 @@ __all__ = [
     "plot_group_profiles",
     "plot_learning_curve",
     "plot_planes",
+    "plot_planes_grid",
     "plot_profile",
     "plot_qq",
     "plot_reconstruction",
@@ -87,6 +88,23 @@ def overlay_rgba(
     return rgba
 
 
+def _draw_planes(axes, image, z, position, threshold, opacity, vmax) -> None:
+    """The three orthogonal planes through ``position`` with the z overlay, on three axes."""
+    image, z = np.asarray(image), np.asarray(z)
+    if image.shape != z.shape:
+        raise ValueError(f"image {image.shape} and z-map {z.shape} differ in shape")
+    lo, hi = np.percentile(image[image != 0], [1, 99]) if np.any(image) else (0.0, 1.0)
+    for ax, (plane, axis) in zip(axes, AXES.items(), strict=True):
+        idx = int(position[axis])
+        base = np.ma.masked_equal(slice_at(image, plane, idx), 0)  # background stays black
+        ax.imshow(base, cmap="gray", vmin=lo, vmax=hi, origin="lower")
+        ax.imshow(overlay_rgba(slice_at(z, plane, idx), threshold, opacity, vmax), origin="lower")
+        ax.set_title(f"{plane} {idx}", color="white", fontsize=9)
+        ax.set_facecolor("black")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
 def render_planes(
     image: np.ndarray,
     z: np.ndarray,
@@ -99,20 +117,41 @@ def render_planes(
     """Figure with the three orthogonal planes through ``position`` and the z overlay."""
     import matplotlib.pyplot as plt
 
-    image, z = np.asarray(image), np.asarray(z)
-    if image.shape != z.shape:
-        raise ValueError(f"image {image.shape} and z-map {z.shape} differ in shape")
-    lo, hi = np.percentile(image[image != 0], [1, 99]) if np.any(image) else (0.0, 1.0)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), facecolor="black")
-    for ax, (plane, axis) in zip(axes, AXES.items(), strict=True):
-        idx = int(position[axis])
-        base = np.ma.masked_equal(slice_at(image, plane, idx), 0)  # background stays black
-        ax.imshow(base, cmap="gray", vmin=lo, vmax=hi, origin="lower")
-        ax.imshow(overlay_rgba(slice_at(z, plane, idx), threshold, opacity, vmax), origin="lower")
-        ax.set_title(f"{plane} {idx}", color="white", fontsize=9)
-        ax.set_facecolor("black")
-        ax.set_xticks([])
-        ax.set_yticks([])
+    _draw_planes(axes, image, z, position, threshold, opacity, vmax)
+    if title:
+        fig.suptitle(title, color="white", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _largest_deviation(z) -> tuple[int, ...]:
+    return np.unravel_index(int(np.argmax(np.abs(z))), np.shape(z))
+
+
+def plot_planes_grid(
+    views: dict[str, tuple[np.ndarray, np.ndarray, Sequence[int] | None]],
+    threshold: float = 1.96,
+    opacity: float = 0.7,
+    title: str | None = None,
+    vmax: float = 6.0,
+):
+    """One figure, one row of three planes per subject.
+
+    Parameters
+    ----------
+    views : dict
+        Row label -> ``(image, z, position)``; ``position=None`` cuts through
+        the voxel of largest ``|z|``.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(views), 3, figsize=(10, 3.4 * len(views)), facecolor="black",
+                             squeeze=False)
+    for row, (label, (image, z, position)) in zip(axes, views.items(), strict=True):
+        _draw_planes(row, image, z, _largest_deviation(z) if position is None else position,
+                     threshold, opacity, vmax)
+        row[0].set_ylabel(label, color="white", fontsize=9)
     if title:
         fig.suptitle(title, color="white", fontsize=10)
     fig.tight_layout()
@@ -132,7 +171,7 @@ def figure_png(fig, dpi: int = 80) -> bytes:
 def plot_planes(image, z, position=None, threshold=1.96, opacity=0.7, title=None):
     """Static three-plane figure; by default through the voxel of largest ``|z|``."""
     if position is None:
-        position = np.unravel_index(int(np.argmax(np.abs(z))), np.shape(z))
+        position = _largest_deviation(z)
     return render_planes(image, z, position, threshold, opacity, title)
 
 
