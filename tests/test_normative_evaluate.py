@@ -195,3 +195,71 @@ def test_stability_study_of_identical_replicates_is_one(tmp_path):
     assert res.seed_correlation == pytest.approx(1.0)
     assert res.main_correlation == pytest.approx(1.0)
     assert res.by_group["CN"] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------- against chance
+
+
+def _profiles(rng, n_subjects=40, n_regions=30, boost=0.0):
+    names = [f"r{i}" for i in range(n_regions)]
+    values = rng.normal(size=(n_subjects, n_regions))
+    values[:, :2] += boost  # the first two regions are the targets
+    return pd.DataFrame(values, columns=names)
+
+
+def test_ad_localisation_right_scores_one_random_scores_chance(rng):
+    from nbutils.normative.evaluate import ad_localisation
+
+    targets = ["r0", "r1"]
+    right, per = ad_localisation(_profiles(rng, boost=-50.0), targets, k=5)  # strongly negative: |z| counts
+    assert right["hit_rate"] == 1.0 and per["hit"].all()
+    assert right["chance"] == pytest.approx(1 - (28 * 27 * 26 * 25 * 24) / (30 * 29 * 28 * 27 * 26))
+    assert right["p_value"] < 1e-6
+    rates = [ad_localisation(_profiles(rng), targets, k=5)[0]["hit_rate"] for _ in range(60)]
+    assert np.mean(rates) == pytest.approx(right["chance"], abs=0.05)
+
+
+def test_target_composite_and_age_matched_auc(rng):
+    from nbutils.normative.evaluate import age_matched_auc, target_composite
+
+    prof = _profiles(rng, n_subjects=6)
+    comp = target_composite(prof, ["r0", "r1", "not_a_region"])
+    assert np.allclose(comp, prof[["r0", "r1"]].abs().mean(axis=1))
+    dx = np.array(["AD"] * 20 + ["CN"] * 30)
+    age = np.r_[rng.uniform(65, 85, 20), rng.uniform(20, 85, 30)]
+    perfect = age_matched_auc(np.r_[np.ones(20) + 1, np.zeros(30)], dx, age, "AD", seed=0)
+    assert perfect["auc"] == 1.0 and perfect["n_case"] == 20
+    kept = (age[20:] >= age[:20].min() - 5) & (age[20:] <= age[:20].max() + 5)
+    assert perfect["n_control"] == kept.sum() < 30  # young controls are not matched
+    # a score that is just age separates AD from all CN, but much less from age-matched CN
+    all_cn = age_matched_auc(age, dx, age, "AD", margin=100.0)
+    matched = age_matched_auc(age, dx, age, "AD")
+    assert all_cn["auc"] > matched["auc"]
+    noise = age_matched_auc(rng.normal(size=50), dx, age, "AD", seed=1)
+    assert noise["ci_low"] < 0.5 < noise["ci_high"]
+    assert np.isnan(age_matched_auc(age, dx, age, "MCI")["auc"])
+
+
+def test_lesion_wise_and_false_positive_clusters():
+    from nbutils.normative.evaluate import false_positive_clusters, lesion_wise
+
+    shape = (11, 12, 13)
+    truth = np.zeros((2, *shape), bool)
+    truth[0, 2:4, 2:4, 2:4] = True
+    truth[0, 7:10, 7:10, 7:10] = True
+    truth[1, 5:7, 5:7, 5:7] = True
+    mask = np.ones(shape, bool)
+    right = truth.astype(float)
+    half = right.copy()
+    half[0, 7:10, 7:10, 7:10] = 0  # misses one of the three lesions
+    half[1, 0, 0, 0] = 1  # and adds one false cluster
+    table = lesion_wise({"right": right, "half": half}, {"right": 0.5, "half": 0.5}, truth, mask, 8.0)
+    rate = table.groupby("method")["detected"].mean()
+    assert rate["right"] == 1.0 and rate["half"] == pytest.approx(2 / 3)
+    assert set(table["volume_cm3"]) == {8 * 8 / 1000, 27 * 8 / 1000}
+    healthy = np.zeros((3, *shape))
+    healthy[0, 1:3, 1:3, 1:3] = 1
+    healthy[0, 8:10, 8:10, 8:10] = 1
+    healthy[2, 5, 5, 5] = 1  # a single voxel: removed by min_size=2
+    fp = false_positive_clusters({"m": healthy}, {"m": 0.5}, mask, min_size=2)
+    assert fp["components"].tolist() == [2, 0, 0] and fp["voxels"].tolist() == [16, 0, 0]

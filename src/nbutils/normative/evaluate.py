@@ -3,6 +3,11 @@
 * :func:`method_scores`, :func:`healthy_thresholds`, :func:`detection_summary` —
   compare the autoencoder with two no-network baselines (Meissen et al. 2021)
   at thresholds fixed on healthy scans (notebook 03).
+* :func:`lesion_wise`, :func:`false_positive_clusters` — lesion-wise detection
+  at those thresholds and the false-positive clusters on healthy scans.
+* :func:`ad_localisation`, :func:`target_composite`, :func:`age_matched_auc` —
+  AD target regions in the top of the profile beside chance, and AD vs
+  age-matched controls (notebook 04).
 * :func:`profile_correlation`, :func:`stability_study` — retrain the model on
   re-drawn healthy reference scans with other seeds and correlate the regional
   profiles of the same held-out subjects (notebook 03).
@@ -27,11 +32,16 @@ from .stats import NormativeStats
 __all__ = [
     "METHODS",
     "StabilityResult",
+    "ad_localisation",
+    "age_matched_auc",
     "detection_summary",
+    "false_positive_clusters",
     "healthy_thresholds",
+    "lesion_wise",
     "method_scores",
     "profile_correlation",
     "stability_study",
+    "target_composite",
 ]
 
 
@@ -260,3 +270,144 @@ def stability_study(
     main_corr = float(np.mean([profile_correlation([main_profile, p])["r_all"].iloc[0]
                                for p in profiles]))  # fmt: skip
     return StabilityResult(profiles, corr, by_group, seed_corr, main_corr)
+
+
+# --------------------------------------------------------------------------- against chance
+
+
+def ad_localisation(profiles: pd.DataFrame, targets: Sequence[str], k: int = 5) -> tuple[dict, pd.DataFrame]:
+    """Do the pre-specified AD target regions rank in each subject's top ``k`` by ``|profile|``?
+
+    Parameters
+    ----------
+    profiles : DataFrame
+        Subjects x regions (the regional deviation profile of each AD subject).
+    targets : sequence of str
+        The pre-specified target regions (:func:`nbutils.anatomy.ad_target_regions`).
+    k : int
+        Top regions that count.
+
+    Returns
+    -------
+    summary : dict
+        ``hit_rate``, ``chance`` (a random ranking of the regions: at least one
+        target in the top ``k``), ``p_value`` (one-sided, exact), ``n``, ``hits``,
+        ``n_regions``, ``n_targets``, ``k``.
+    per_subject : DataFrame
+        ``top regions`` and ``hit`` per subject.
+    """
+    from nbutils.evaluation import topk_chance, topk_hit, topk_summary
+
+    targets = [t for t in targets if t in profiles.columns]
+    if not targets:
+        raise ValueError("none of the target regions is a column of the profiles")
+    scores = profiles.abs()
+    hits = topk_hit(scores, None, targets, k)
+    n_regions = int(profiles.notna().any().sum())
+    summary = topk_summary(hits, topk_chance(n_regions, len(targets), k))
+    summary.update(n_regions=n_regions, n_targets=len(targets), k=k)
+    order = np.argsort(np.where(scores.isna(), np.inf, -scores.to_numpy()), axis=1, kind="stable")[:, :k]
+    tops = [", ".join(profiles.columns[o]) for o in order]
+    return summary, pd.DataFrame({"top regions": tops, "hit": hits}, index=profiles.index)
+
+
+def target_composite(profiles: pd.DataFrame, targets: Sequence[str]) -> pd.Series:
+    """Mean ``|profile|`` over the AD target regions: one pre-specified medial-temporal score per subject."""
+    present = [t for t in targets if t in profiles.columns]
+    if not present:
+        raise ValueError("none of the target regions is a column of the profiles")
+    return profiles[present].abs().mean(axis=1).rename("mtl_composite")
+
+
+def age_matched_auc(
+    scores: Sequence[float],
+    diagnosis: Sequence[str],
+    age: Sequence[float],
+    case: str,
+    control: str = "CN",
+    margin: float = 5.0,
+    seed: int = 0,
+) -> dict[str, float]:
+    """AUC of ``scores`` separating ``case`` from age-matched ``control`` subjects, with a bootstrap CI.
+
+    Matching: controls are kept when their age lies within the cases' age range
+    widened by ``margin`` years on both sides (every case is kept). Young
+    controls, whom no case resembles, would otherwise make any age-related
+    score look like a disease marker.
+
+    Returns
+    -------
+    dict
+        ``auc``, ``ci_low``, ``ci_high`` (95 %, stratified bootstrap), ``n_case``,
+        ``n_control`` (after matching), ``n_control_all``, ``control_age_min``,
+        ``control_age_max``.
+    """
+    from nbutils.evaluation import auc_with_ci
+
+    scores, dx, age = np.asarray(scores, float), np.asarray(diagnosis), np.asarray(age, float)
+    cases, controls = dx == case, dx == control
+    nan = float("nan")
+    out = {"auc": nan, "ci_low": nan, "ci_high": nan, "n_case": int(cases.sum()),
+           "n_control": 0, "n_control_all": int(controls.sum())}  # fmt: skip
+    if not cases.any() or not controls.any():
+        return out
+    lo, hi = age[cases].min() - margin, age[cases].max() + margin
+    matched = controls & (age >= lo) & (age <= hi)
+    out.update(n_control=int(matched.sum()), control_age_min=float(lo), control_age_max=float(hi))
+    if matched.any():
+        auc, ci_lo, ci_hi = auc_with_ci(scores[cases], scores[matched], seed=seed)
+        out.update(auc=float(auc), ci_low=float(ci_lo), ci_high=float(ci_hi))
+    return out
+
+
+def lesion_wise(
+    scores: dict[str, np.ndarray],
+    thresholds: dict[str, float],
+    truth: np.ndarray,
+    mask: np.ndarray,
+    voxel_volume_mm3: float,
+    min_size: int = 0,
+    subjects: Sequence | None = None,
+) -> pd.DataFrame:
+    """Lesion-wise detection of every method at its healthy-FPR threshold.
+
+    A lesion (a connected component of the truth) is detected when a component
+    of the method's segmentation (thresholded score, inside ``mask``, components
+    smaller than ``min_size`` removed) overlaps it.
+
+    Returns
+    -------
+    DataFrame
+        One row per method and lesion (see :func:`nbutils.evaluation.lesion_detection`)
+        plus ``method``.
+    """
+    from nbutils.evaluation import lesion_detection
+
+    mask = np.asarray(mask) > 0
+    frames = []
+    for name, s in scores.items():
+        seg = np.stack([binarise(v, thresholds[name], min_size) & mask for v in np.asarray(s)])
+        frames.append(lesion_detection(seg, truth, voxel_volume_mm3, subjects=subjects).assign(method=name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def false_positive_clusters(
+    healthy_scores: dict[str, np.ndarray], thresholds: dict[str, float], mask: np.ndarray, min_size: int = 0
+) -> pd.DataFrame:
+    """Segmented components on healthy scans (all false), per method and scan.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``method``, ``scan`` (position), ``components``, ``voxels``.
+    """
+    from nbutils.evaluation import false_positive_components
+
+    mask = np.asarray(mask) > 0
+    rows = []
+    for name, s in healthy_scores.items():
+        seg = np.stack([binarise(v, thresholds[name], min_size) & mask for v in np.asarray(s)])
+        comps = np.atleast_1d(false_positive_components(seg))
+        rows += [{"method": name, "scan": i, "components": int(c), "voxels": int(seg[i].sum())}
+                 for i, c in enumerate(comps)]
+    return pd.DataFrame(rows, columns=["method", "scan", "components", "voxels"])
