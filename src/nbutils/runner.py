@@ -13,6 +13,7 @@ notebook itself writes ``reports/metrics/<stem>.json``; the runner writes
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -154,6 +155,22 @@ def _error_summary(exc: BaseException) -> str:
     ename = getattr(exc, "ename", type(exc).__name__)
     evalue = getattr(exc, "evalue", str(exc))
     return f"{ename}: {evalue}".strip()
+
+
+class _DeclaredByAnnotation(logging.Filter):
+    """Drop papermill's "Passed unknown parameter" warning.
+
+    papermill's own reader of the parameters cell does not understand every
+    annotation (``float | None``, ``Literal[...]``), so it would call declared
+    parameters unknown; the runner has already checked every value against the
+    cell with :func:`check_notebook_parameters`.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
+logging.getLogger("papermill").addFilter(_DeclaredByAnnotation())
 
 
 def run_notebook(
