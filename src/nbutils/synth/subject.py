@@ -230,6 +230,7 @@ def solve_deformation(spec: SubjectSpec, n_iter: int = 8) -> tuple[Deformation, 
     k = _sensitivity()
     a_prev, v_prev = dict.fromkeys(fields, 0.0), v0
     amps = {n: float(np.clip((ratios[n] - 1.0) / k[n], -cap[n], cap[n])) for n in fields}
+    v = None
     for _ in range(n_iter):
         deformation.amplitudes = dict(amps)
         v = _group_volumes(deformation)
@@ -238,15 +239,17 @@ def solve_deformation(spec: SubjectSpec, n_iter: int = 8) -> tuple[Deformation, 
             for n in fields
         }
         if all(done.values()):
-            break
+            break  # v is the volume of the final amplitudes: no need to measure again
         new = {}
         for n in fields:
             dv, da = v[n] - v_prev[n], amps[n] - a_prev[n]
             slope = dv / da if abs(da) > 1e-9 and dv / da < 0 else k[n] * v[n]
             new[n] = amps[n] if done[n] else float(np.clip(amps[n] + (target[n] - v[n]) / slope, -cap[n], cap[n]))
         a_prev, v_prev, amps = amps, v, new
+        v = None
     deformation.amplitudes = dict(amps)
-    v = _group_volumes(deformation)
+    if v is None:
+        v = _group_volumes(deformation)
     report = {
         n: {"baseline_mm3": v0[n], "target_ratio": ratios[n], "achieved_ratio": v[n] / v0[n], "amplitude": amps[n]}
         for n in fields
@@ -298,6 +301,7 @@ class _MTLMaps:
     protected: np.ndarray  # every solved structure (their volumes stay exactly as solved)
     protected_ids: np.ndarray
     horn: dict[str, int]  # Inf_Lat_Vent label per hemisphere
+    near: np.ndarray  # source dilated by _MTL_MARGIN_MM (where lost tissue can be)
     lo: np.ndarray
     hi: np.ndarray
 
@@ -313,7 +317,9 @@ def _mtl_maps() -> _MTLMaps:
     horn = {"L": int(table["Left_Inf_Lat_Vent"]), "R": int(table["Right_Inf_Lat_Vent"])}
     lo = mb.grid.world_coords(where.min(0).astype(float)) - _MTL_MARGIN_MM
     hi = mb.grid.world_coords(where.max(0).astype(float)) + _MTL_MARGIN_MM
-    return _MTLMaps(source, np.isin(mb.labels, prot).astype(np.float32), prot, horn, lo, hi)
+    near = ndi.distance_transform_edt(source == 0, sampling=mb.grid.resolution) <= _MTL_MARGIN_MM
+    protected = np.isin(mb.labels, prot).astype(np.float32)
+    return _MTLMaps(source, protected, prot, horn, near.astype(np.float32), lo, hi)
 
 
 def mtl_csf(deformation: Deformation, points: np.ndarray, y_full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -338,6 +344,7 @@ def mtl_csf(deformation: Deformation, points: np.ndarray, y_full: np.ndarray) ->
     free = np.ones(len(points), np.float32)
     shrink = [n for n in deformation.amplitudes if n.rsplit("_", 1)[0] in CSF_FROM]
     near = np.flatnonzero(np.all((y_full >= maps.lo) & (y_full <= maps.hi), axis=1))
+    near = near[_sample(maps.near, grid, y_full[near], order=0) > 0]
     if not shrink or not near.size:
         return csf, free
     amps = {n: a for n, a in deformation.amplitudes.items() if n not in shrink}
