@@ -47,8 +47,9 @@ PARTICIPANTS_JSON = {
         "Description": "Ground-truth group of the synthetic subject",
         "Levels": {
             "CN": "cognitively normal (healthy ageing only)",
-            "MCI": "mild AD-like medial temporal atrophy",
-            "AD": "AD-like medial temporal atrophy and ventricular enlargement",
+            "MCI": "mild AD-like atrophy (the AD pattern, milder)",
+            "AD": "AD-like medial temporal atrophy replaced by CSF (temporal horn), ventricular enlargement, "
+            "AD-signature cortical thinning",
             "glioma": "intra-axial tumour: necrotic core, solid part, oedema, mass effect",
             "meningioma": "extra-axial dural-based tumour (convexity or falx)",
             "pituitary": "sellar/suprasellar pituitary adenoma",
