@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import nibabel as nib
@@ -208,3 +209,112 @@ def test_syn_follows_the_nonlinear_truth_better_than_affine(native_cohort):
             errors[kind] = evaluate_scan(img, mask, reg, *truth)["reg_error_mm"]
     assert errors["syn"] < errors["affine"] - 0.1, errors  # 1.34 -> 1.12-1.14 mm in two runs
     assert errors["syn"] < 2.0, errors
+
+
+# --------------------------------------------------------------------------- realistic neurodegeneration
+
+
+def test_ad_target_regions_are_the_prespecified_neuromorphometrics_names():
+    atlas = anatomy.load_atlas("neuromorphometrics", anatomy.standard_grid(4.0))
+    names = anatomy.ad_target_regions(atlas)
+    expected = {f"{h}_{s}" for h in ("Left", "Right") for s in (
+        "Hippocampus", "Amygdala", "Ent_entorhinal_area", "Inf_Lat_Vent", "Lateral_Ventricle")}
+    assert set(names) == expected
+    assert anatomy.ad_target_regions(atlas.labels) == names
+    assert anatomy.ad_target_regions(["Left_Hippocampus", "Left_Putamen"]) == ["Left_Hippocampus"]
+    with pytest.raises(ValueError, match="no AD target"):
+        anatomy.ad_target_regions(["Left_Putamen"])
+
+
+def test_ad_tissue_loss_becomes_csf_darkening_the_atlas_hippocampus():
+    """Same subject with and without disease (4 mm): atlas MTL darker, temporal horn larger."""
+    grid = anatomy.standard_grid(4.0)
+    atlas = anatomy.load_atlas("neuromorphometrics", grid)
+    spec = draw_subject(3, "AD", seed=0)
+    ad, healthy = render_mni(spec, 4.0), render_mni(without_disease(spec), 4.0)
+    for pattern in ("Hippocampus", "Amygdala"):
+        region = np.isin(atlas.data(), atlas.index_of(pattern))
+        assert ad.t1[region].mean() < healthy.t1[region].mean() - 0.05, pattern
+    horn = ["Left_Inf_Lat_Vent", "Right_Inf_Lat_Vent"]
+    volume = {k: r.regions.set_index("name").loc[horn, "volume_mni_mm3"].sum() for k, r in (("ad", ad), ("cn", healthy))}
+    assert volume["ad"] > 1.3 * volume["cn"], volume
+    assert np.isin(ad.labels, [49, 50]).sum() > np.isin(healthy.labels, [49, 50]).sum()
+    # the CSF that appeared is about the hippocampus + amygdala volume lost (fill fraction 1)
+    lost = sum(
+        healthy.regions.set_index("name").loc[n, "volume_mni_mm3"] - ad.regions.set_index("name").loc[n, "volume_mni_mm3"]
+        for n in ("Left_Hippocampus", "Right_Hippocampus", "Left_Amygdala", "Right_Amygdala")
+    )
+    gained = sum(ad.mtl_csf_mm3.values()) - sum(healthy.mtl_csf_mm3.values())
+    assert 0.8 * lost < gained < 1.2 * lost, (lost, gained)
+    # solved structures keep their solved volumes in the regions table
+    counted = ad.regions.set_index("name").loc[["Left_Hippocampus", "Right_Hippocampus"], "volume_mni_mm3"].sum()
+    base = sum(ad.report[f"hippocampus_{h}"]["baseline_mm3"] * ad.report[f"hippocampus_{h}"]["achieved_ratio"]
+               for h in "LR")
+    assert abs(counted / base - 1) < 0.01
+
+
+def test_large_ventricular_request_is_achieved():
+    """No cap hides AD in old subjects: a x3.5+ request is met within the solve tolerance."""
+    from nbutils.synth.subject import solve_deformation, target_ratios
+
+    spec = dataclasses.replace(draw_subject(3, "AD", seed=0), age=84.0, ventricle_jitter=1.0, severity=0.3)
+    assert target_ratios(spec)["ventricles"] > 3.5
+    _, report = solve_deformation(spec)
+    v = report["ventricles"]
+    assert abs(v["achieved_ratio"] / v["target_ratio"] - 1) < 0.02, v
+    # and the same subject without disease asks (and gets) less
+    _, healthy = solve_deformation(without_disease(spec))
+    assert healthy["ventricles"]["achieved_ratio"] < v["achieved_ratio"] / 1.3
+
+
+def test_cortical_thinning_follows_ad_signature_and_ageing_its_own_pattern():
+    from nbutils.synth.base import base_anatomy
+    from nbutils.synth.subject import cortical_loss
+
+    base = base_anatomy(anatomy.standard_grid(4.0))
+    atlas = anatomy.load_atlas("neuromorphometrics", anatomy.standard_grid(4.0))
+
+    def mean_loss(loss, pattern):
+        m = np.isin(base.labels, atlas.index_of(pattern)) & (base.cortex > 0.5)
+        return float(loss[m].mean())
+
+    spec = draw_subject(3, "AD", seed=0)
+    disease = cortical_loss(base, spec) - cortical_loss(base, without_disease(spec))
+    signature = [mean_loss(disease, p) for p in ("_PCu_", "_AnG_", "_ITG_", "_PCgG_", "_Ent_")]
+    control = [mean_loss(disease, p) for p in ("_PrG_", "_Calc_", "_MOrG_")]
+    assert min(signature) > 2 * max(control) > 0
+    young, old = (dataclasses.replace(draw_subject(1, "CN", seed=0), age=a) for a in (30.0, 80.0))
+    ageing = cortical_loss(base, old) - cortical_loss(base, young)
+    assert mean_loss(ageing, "_MFG_") > 1.5 * mean_loss(ageing, "_PCu_") > 0
+    assert mean_loss(ageing, "_AIns_") > 1.5 * mean_loss(ageing, "_AnG_")
+
+
+def test_truth_names_the_ad_target_regions(mni_cohort):
+    table = pd.read_csv(mni_cohort / "participants.tsv", sep="\t")
+    for _, row in table.iterrows():
+        truth = json.loads(subject_paths(mni_cohort, row["participant_id"])["truth"].read_text())
+        assert len(truth["ad_target_regions"]) == 10
+        assert bool(truth["regions_of_disease"]) == (row["diagnosis"] in ("AD", "MCI"))
+        assert set(truth["mtl_csf_mm3"]) == {"L", "R"}
+
+
+def test_disease_effects_on_a_tiny_cohort(tmp_path):
+    from nbutils.synth.effects import EFFECT_REGIONS, disease_effects, hedges_g
+
+    root = generate_cohort(tmp_path, n_healthy=5, n_mci=0, n_ad=3, n_tumour=0, space="mni", seed=0,
+                           resolution=4.0, progress=False)
+    values, effects, trends = disease_effects(root, margin_years=40.0)
+    assert set(values["region"]) == set(EFFECT_REGIONS)
+    assert len(values) == 8 * len(EFFECT_REGIONS)
+    assert list(effects["group"].unique()) == ["AD"]
+    hip = effects.set_index("region").loc["hippocampus"]
+    assert hip["n_group"] == 3 and hip["n_reference"] >= 2
+    assert hip["ci_low"] <= hip["hedges_g"] <= hip["ci_high"]
+    assert hip["hedges_g"] < 0  # AD darker than age-matched CN
+    assert set(trends.columns) >= {"region", "slope_per_decade", "ci_low", "ci_high"}
+    assert (trends["n"] == 5).all()
+    # Hedges' g: known value and CI of two small samples
+    eff = hedges_g(np.array([1.0, 2.0, 3.0]), np.array([2.0, 3.0, 4.0]))
+    assert eff.g == pytest.approx(-1.0 * (1 - 3 / (4 * 6 - 9)))
+    assert eff.ci_low < eff.g < eff.ci_high
+    assert np.isnan(hedges_g(np.array([1.0]), np.array([1.0, 2.0])).g)

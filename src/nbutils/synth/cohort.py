@@ -13,8 +13,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from nbutils.anatomy import ad_target_regions
 from nbutils.io import save_nifti, write_json, write_table, write_text
 
+from .base import measure_base
 from .scanner import SITES
 from .subject import Rendered, SubjectSpec, draw_subject, render_subject
 from .tumours import TUMOUR_CLASSES
@@ -30,7 +32,9 @@ __all__ = [
 
 #: Manifest written last; its arguments decide whether :func:`ensure_cohort` may reuse a cohort.
 MANIFEST = Path("derivatives") / "synth" / "manifest.json"
-GENERATOR_VERSION = 1
+#: Bumped whenever the same arguments give different images, so :func:`ensure_cohort` regenerates.
+#: 2: tissue loss replaced by CSF (temporal horn), uncapped ventricles, regional cortical thinning.
+GENERATOR_VERSION = 2
 XFM_SUFFIX = "from-T1w_to-MNI_mode-coords_xfm.nii.gz"
 AFFINE_SUFFIX = "from-T1w_to-MNI_affine.txt"
 
@@ -43,8 +47,9 @@ PARTICIPANTS_JSON = {
         "Description": "Ground-truth group of the synthetic subject",
         "Levels": {
             "CN": "cognitively normal (healthy ageing only)",
-            "MCI": "mild AD-like medial temporal atrophy",
-            "AD": "AD-like medial temporal atrophy and ventricular enlargement",
+            "MCI": "mild AD-like atrophy (the AD pattern, milder)",
+            "AD": "AD-like medial temporal atrophy replaced by CSF (temporal horn), ventricular enlargement, "
+            "AD-signature cortical thinning",
             "glioma": "intra-axial tumour: necrotic core, solid part, oedema, mass effect",
             "meningioma": "extra-axial dural-based tumour (convexity or falx)",
             "pituitary": "sellar/suprasellar pituitary adenoma",
@@ -114,7 +119,10 @@ def _truth(spec: SubjectSpec, out: Rendered, space: str, seconds: float) -> dict
         "sex": spec.sex,
         "site": spec.site,
         "atrophy_severity": spec.severity,
+        "ad_target_regions": ad_target_regions(measure_base().label_table),
+        "regions_of_disease": ad_target_regions(measure_base().label_table) if spec.severity > 0 else [],
         "structures": out.report,
+        "mtl_csf_mm3": out.mtl_csf_mm3,
         "head_scale": spec.head_scale,
         "rotation_deg": spec.rotation_deg,
         "translation_mm": spec.translation_mm,

@@ -107,10 +107,14 @@ class Deformation:
         sub = np.flatnonzero(np.all((m1 >= lo) & (m1 <= hi), axis=1))
         y = m1[sub]
         for a, f in active:
-            # large amplitudes are integrated in small steps (a flow), so the warp stays invertible
+            # large amplitudes are integrated in small steps (a flow), so the warp stays invertible;
+            # a point outside the field's box never moves, so only the points inside it are stepped
             steps = max(1, int(np.ceil(abs(a) * f.max_jac / FIELD_STEP_JAC)))
+            inside = np.flatnonzero(np.all((y >= f.origin) & (y <= f.upper), axis=1))
+            yi = y[inside]
             for _ in range(steps):
-                y = y - (a / steps) * f(y)
+                yi = yi - (a / steps) * f(yi)
+            y[inside] = yi
         m1[sub] = y
         return m1
 

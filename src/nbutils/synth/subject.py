@@ -31,12 +31,54 @@ DIAGNOSES = ("CN", "MCI", "AD", *TUMOUR_CLASSES)
 AGE_RANGE = (20.0, 86.0)
 #: Template (MNI152 2009, young adults) taken as age 25.
 TEMPLATE_AGE = 25.0
-#: Disease shrink of each structure relative to the hippocampal severity.
+
+# Disease and ageing parameters. Fixed from the literature before any model was run on the
+# cohort (generator version 2); see data/README.md, "What is simulated", for the rationale.
+
+#: ``atrophy_severity`` = hippocampal volume loss vs. the same subject without disease, i.e. vs.
+#: age-matched controls: (mean, sd, low, high) of a clipped normal. AD ≈ 22 % (meta-analysis of
+#: Shi et al. 2009, Hippocampus 19:1055: AD ≈ 24 %, MCI ≈ 13 % smaller than controls; ADNI
+#: FreeSurfer studies 20–25 %); MCI ≈ 12 %.
+SEVERITY = {"AD": (0.22, 0.06, 0.08, 0.40), "MCI": (0.12, 0.05, 0.03, 0.25)}
+#: Disease shrink of each structure relative to the hippocampal severity: amygdala loss is close
+#: to the hippocampal one (Poulin et al. 2011), entorhinal cortex loses most (Juottonen et al. 1998,
+#: Du et al. 2001), the parahippocampal gyrus less.
 DISEASE_WEIGHT = {"hippocampus": 1.0, "amygdala": 0.9, "entorhinal": 1.1, "parahippocampal": 0.6}
+#: Healthy medial temporal shrink per year: (rate after 45, extra rate after 60). Hippocampal
+#: decline is slow in mid-life and accelerates after 60 to ≈ 0.7–0.9 %/year (Raz et al. 2005,
+#: Fjell et al. 2009/2013); amygdala and parahippocampal/entorhinal cortex decline less.
+AGEING_MTL_RATE = {
+    "hippocampus": (0.002, 0.004), "amygdala": (0.0015, 0.003),
+    "entorhinal": (0.001, 0.003), "parahippocampal": (0.001, 0.003),
+}
+#: Lateral+third ventricle growth with age, ×exp(rate·(age − 25)): ≈ ×2.3 at 75, ×2.8 at 85
+#: (ventricles are the largest age effect in cross-sectional MRI; Walhovd et al. 2005/2011,
+#: Fjell et al. 2009), times a log-normal individual factor (sd 0.18).
+VENTRICLE_AGE_RATE = 0.017
+#: Extra ventricular enlargement per unit severity: AD (0.22) ≈ +33 % vs. age-matched controls,
+#: MCI ≈ +18 % (ADNI: AD lateral ventricles ≈ 30–50 % larger, Nestor et al. 2008).
+VENTRICLE_DISEASE_GAIN = 1.5
+#: Cortical thinning (fraction of cortical GM turned into sulcal CSF) between 25 and 85 years
+#: where :data:`~nbutils.synth.base.AGEING_CORTEX_WEIGHT` is 1 (prefrontal ≈ 0.4–0.5 mm of
+#: ≈ 2.5 mm, Salat et al. 2004), times an individual factor (log-normal sd 0.2).
+AGEING_THINNING = 0.20
+#: Disease thinning per unit severity where :data:`~nbutils.synth.base.AD_CORTEX_WEIGHT` is 1:
+#: AD (0.22) ≈ 10 %, MCI (0.12) ≈ 5 % of the ribbon in the AD signature (Dickerson et al. 2009:
+#: AD ≈ 0.2–0.3 mm thinner there, prodromal AD about half of that).
+AD_THINNING_PER_SEVERITY = 0.45
+#: Structures whose lost volume becomes CSF (temporal horn, choroidal fissure, hippocampal sulcus).
+CSF_FROM = ("hippocampus", "amygdala")
+#: Fraction of that lost volume replaced by CSF. The intracranial volume does not shrink, so lost
+#: tissue is replaced by CSF; the medial temporal loss is taken up locally by the temporal horn of the
+#: lateral ventricle (its enlargement is among the largest AD effects on MRI, Nestor et al. 2008).
+MTL_CSF_FILL = 1.0
 #: Tolerance of the volume solve (relative).
 SOLVE_TOL = 0.004
-#: Most flow steps a structure field may take (caps ventricular enlargement).
-MAX_FLOW_STEPS = 4
+#: Most flow steps a structure field may take. 16 steps reach the largest ventricular requests
+#: (×5 at 86 with a +2 sd individual factor and severe AD); the solve still reports what it achieved.
+MAX_FLOW_STEPS = 16
+#: Search margin (mm) around the medial temporal structures for points whose tissue was lost.
+_MTL_MARGIN_MM = 8.0
 
 
 @dataclass
@@ -101,10 +143,10 @@ def draw_subject(index: int, diagnosis: str, seed: int) -> SubjectSpec:
     age = _age(diagnosis, r)
     site = str(r.choice(sorted(SITES)))
     a = np.random.default_rng(seeds["anat"])
-    severity = {
-        "AD": float(np.clip(a.normal(0.22, 0.06), 0.08, 0.4)),
-        "MCI": float(np.clip(a.normal(0.10, 0.04), 0.03, 0.2)),
-    }.get(diagnosis, 0.0)
+    severity = 0.0
+    if diagnosis in SEVERITY:
+        mean, sd, lo, hi = SEVERITY[diagnosis]
+        severity = float(np.clip(a.normal(mean, sd), lo, hi))
     hemi = {f"{s}_{h}": float(np.exp(a.normal(0, 0.08))) for s in DISEASE_WEIGHT for h in "LR"}
     size = (1.025 if sex == "M" else 0.975) * float(np.exp(a.normal(0, 0.03)))
     head_scale = size * np.exp(a.normal(0, 0.02, 3))
@@ -128,18 +170,17 @@ def draw_subject(index: int, diagnosis: str, seed: int) -> SubjectSpec:
 
 def target_ratios(spec: SubjectSpec) -> dict[str, float]:
     """Requested volume ratio of each controlled structure vs. the subject's young, healthy anatomy."""
-    years = max(spec.age - 45.0, 0.0)
     out = {}
     for name in STRUCTURES:
         if name == "ventricles":
             continue
         kind, hemi = name.rsplit("_", 1)
-        ageing = 1.0 - {"hippocampus": 0.004, "amygdala": 0.003}.get(kind, 0.002) * years
+        mid, late = AGEING_MTL_RATE[kind]
+        ageing = 1.0 - mid * max(spec.age - 45.0, 0.0) - late * max(spec.age - 60.0, 0.0)
         disease = 1.0 - min(DISEASE_WEIGHT[kind] * spec.severity * spec.hemi_jitter[name], 0.6)
         out[name] = ageing * disease
-    out["ventricles"] = (
-        float(np.exp(0.017 * (spec.age - TEMPLATE_AGE))) * spec.ventricle_jitter * (1.0 + 1.5 * spec.severity)
-    )
+    ageing = float(np.exp(VENTRICLE_AGE_RATE * (spec.age - TEMPLATE_AGE)))
+    out["ventricles"] = ageing * spec.ventricle_jitter * (1.0 + VENTRICLE_DISEASE_GAIN * spec.severity)
     return out
 
 
@@ -189,6 +230,7 @@ def solve_deformation(spec: SubjectSpec, n_iter: int = 8) -> tuple[Deformation, 
     k = _sensitivity()
     a_prev, v_prev = dict.fromkeys(fields, 0.0), v0
     amps = {n: float(np.clip((ratios[n] - 1.0) / k[n], -cap[n], cap[n])) for n in fields}
+    v = None
     for _ in range(n_iter):
         deformation.amplitudes = dict(amps)
         v = _group_volumes(deformation)
@@ -197,15 +239,17 @@ def solve_deformation(spec: SubjectSpec, n_iter: int = 8) -> tuple[Deformation, 
             for n in fields
         }
         if all(done.values()):
-            break
+            break  # v is the volume of the final amplitudes: no need to measure again
         new = {}
         for n in fields:
             dv, da = v[n] - v_prev[n], amps[n] - a_prev[n]
             slope = dv / da if abs(da) > 1e-9 and dv / da < 0 else k[n] * v[n]
             new[n] = amps[n] if done[n] else float(np.clip(amps[n] + (target[n] - v[n]) / slope, -cap[n], cap[n]))
         a_prev, v_prev, amps = amps, v, new
+        v = None
     deformation.amplitudes = dict(amps)
-    v = _group_volumes(deformation)
+    if v is None:
+        v = _group_volumes(deformation)
     report = {
         n: {"baseline_mm3": v0[n], "target_ratio": ratios[n], "achieved_ratio": v[n] / v0[n], "amplitude": amps[n]}
         for n in fields
@@ -220,8 +264,7 @@ def solve_deformation(spec: SubjectSpec, n_iter: int = 8) -> tuple[Deformation, 
 
 def _tissue_intensity(base: BaseAnatomy, spec: SubjectSpec, site: Site, head: bool) -> np.ndarray:
     """Subject's T1 (before contrast curve) in template space, with age/disease cortical thinning."""
-    thin = 0.16 * np.clip((spec.age - TEMPLATE_AGE) / 60.0, 0, 1.2) * spec.thinning_jitter + 0.25 * spec.severity
-    loss = base.gm * np.clip(thin * base.cortex, 0, 0.8)
+    loss = base.gm * cortical_loss(base, spec)
     mu_c, mu_g, mu_w = np.array([site.csf, site.gm, site.wm]) * spec.tissue_jitter
     img = mu_c * (base.csf + loss) + mu_g * (base.gm - loss) + mu_w * base.wm
     img += 0.6 * (mu_w - mu_c) * base.texture
@@ -243,6 +286,100 @@ def _tissue_intensity(base: BaseAnatomy, spec: SubjectSpec, site: Site, head: bo
     return img.astype(np.float32)
 
 
+def cortical_loss(base: BaseAnatomy, spec: SubjectSpec) -> np.ndarray:
+    """Fraction of each voxel's GM turned into CSF: ageing pattern plus AD-signature pattern."""
+    age = AGEING_THINNING * np.clip((spec.age - TEMPLATE_AGE) / 60.0, 0, 1.2) * spec.thinning_jitter
+    disease = AD_THINNING_PER_SEVERITY * spec.severity
+    return np.clip(age * base.cortex_ageing + disease * base.cortex_ad, 0, 0.8)
+
+
+@dataclass(frozen=True)
+class _MTLMaps:
+    """2 mm indicators for the tissue-to-CSF replacement (see :func:`mtl_csf`)."""
+
+    source: np.ndarray  # hippocampus + amygdala (lost volume becomes CSF)
+    protected: np.ndarray  # every solved structure (their volumes stay exactly as solved)
+    protected_ids: np.ndarray
+    horn: dict[str, int]  # Inf_Lat_Vent label per hemisphere
+    near: np.ndarray  # source dilated by _MTL_MARGIN_MM (where lost tissue can be)
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+@lru_cache(maxsize=1)
+def _mtl_maps() -> _MTLMaps:
+    mb = measure_base()
+    src = [i for n, ids in mb.structure_labels.items() if n.rsplit("_", 1)[0] in CSF_FROM for i in ids]
+    prot = np.array(sorted({i for ids in mb.structure_labels.values() for i in ids}))
+    source = np.isin(mb.labels, src).astype(np.float32)
+    where = np.argwhere(source > 0)
+    table = mb.label_table.set_index("name")["index"]
+    horn = {"L": int(table["Left_Inf_Lat_Vent"]), "R": int(table["Right_Inf_Lat_Vent"])}
+    lo = mb.grid.world_coords(where.min(0).astype(float)) - _MTL_MARGIN_MM
+    hi = mb.grid.world_coords(where.max(0).astype(float)) + _MTL_MARGIN_MM
+    near = ndi.distance_transform_edt(source == 0, sampling=mb.grid.resolution) <= _MTL_MARGIN_MM
+    protected = np.isin(mb.labels, prot).astype(np.float32)
+    return _MTLMaps(source, protected, prot, horn, near.astype(np.float32), lo, hi)
+
+
+def mtl_csf(deformation: Deformation, points: np.ndarray, y_full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fraction of each point whose hippocampal/amygdala tissue was lost and is now CSF.
+
+    The lost tissue is what the same subject would have there without the
+    medial temporal shrink (ageing and disease): ``h0 - h1``, where ``h`` is the
+    partial-volume hippocampus+amygdala membership of the point's pull-back
+    without (``h0``) and with (``h1``) the shrink. It is taken from the point's
+    unsolved labels only (white matter, temporal horn, sulcal CSF, ...), so every
+    solved structure keeps exactly its solved volume. Times :data:`MTL_CSF_FILL`.
+
+    Returns
+    -------
+    csf : numpy.ndarray
+        0–1 per point.
+    free : numpy.ndarray
+        Partial-volume share of the point not in a solved structure (``csf <= free``).
+    """
+    maps, grid = _mtl_maps(), measure_base().grid
+    csf = np.zeros(len(points), np.float32)
+    free = np.ones(len(points), np.float32)
+    shrink = [n for n in deformation.amplitudes if n.rsplit("_", 1)[0] in CSF_FROM]
+    near = np.flatnonzero(np.all((y_full >= maps.lo) & (y_full <= maps.hi), axis=1))
+    near = near[_sample(maps.near, grid, y_full[near], order=0) > 0]
+    if not shrink or not near.size:
+        return csf, free
+    amps = {n: a for n, a in deformation.amplitudes.items() if n not in shrink}
+    y0 = Deformation(warp=deformation.warp, amplitudes=amps, mass=deformation.mass)(points[near])
+    h0 = _sample(maps.source, grid, y0)
+    h1 = _sample(maps.source, grid, y_full[near])
+    free[near] = np.clip(1.0 - _sample(maps.protected, grid, y_full[near]), 0.0, 1.0)
+    csf[near] = np.clip(np.minimum(MTL_CSF_FILL * (h0 - h1), free[near]), 0.0, 1.0)
+    return csf, free
+
+
+def mtl_volumes(y: np.ndarray, cell_mm3: float, weights: np.ndarray, csf: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """:func:`soft_label_volumes` with the lost medial temporal tissue moved to the temporal horn."""
+    volumes = soft_label_volumes(y, cell_mm3, weights)
+    sel = np.flatnonzero(csf > 0)
+    if not sel.size:
+        return volumes
+    maps = _mtl_maps()
+    moved = weights[sel] * csf[sel]
+    taken = soft_label_volumes(y[sel], cell_mm3, moved / np.maximum(free[sel], 1e-6))
+    taken[maps.protected_ids] = 0.0
+    volumes -= taken
+    left = y[sel, 0] < 0
+    volumes[maps.horn["L"]] += moved[left].sum() * cell_mm3
+    volumes[maps.horn["R"]] += moved[~left].sum() * cell_mm3
+    return volumes
+
+
+def _horn_labels(labels: np.ndarray, csf: np.ndarray, x_template: np.ndarray) -> np.ndarray:
+    """Label points mostly turned into CSF (and not in a solved structure) as temporal horn."""
+    maps = _mtl_maps()
+    relabel = (csf > 0.5) & ~np.isin(labels, maps.protected_ids)
+    return np.where(relabel, np.where(x_template < 0, maps.horn["L"], maps.horn["R"]), labels).astype(labels.dtype)
+
+
 def _tumour_intensity(site: Site) -> dict[int, float]:
     c, g, w = site.csf, site.gm, site.wm
     return {1: c + 0.15 * (g - c), 2: c + 0.8 * (g - c), 3: g + 0.35 * (w - g)}
@@ -256,7 +393,8 @@ class Rendered:
     """A rendered subject.
 
     ``t1``, ``mask``, ``tumour``, ``labels`` are arrays on ``affine``;
-    ``to_mni`` (native only) is the true transform, ``regions`` the true volumes.
+    ``to_mni`` (native only) is the true transform, ``regions`` the true volumes,
+    ``mtl_csf_mm3`` the CSF (mm³, MNI-aligned) that replaced lost hippocampus/amygdala per hemisphere.
     """
 
     t1: np.ndarray
@@ -267,6 +405,7 @@ class Rendered:
     regions: pd.DataFrame
     report: dict
     to_mni: dict | None = None
+    mtl_csf_mm3: dict[str, float] = field(default_factory=dict)
 
 
 def _sample(arr: np.ndarray, grid: anatomy.Grid, points: np.ndarray, order: int = 1) -> np.ndarray:
@@ -308,6 +447,17 @@ def _regions(volumes: np.ndarray, det: float) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def _csf_by_hemisphere(y: np.ndarray, csf: np.ndarray, weights: np.ndarray, cell_mm3: float) -> dict[str, float]:
+    moved = weights * csf * cell_mm3
+    left = y[:, 0] < 0
+    return {"L": round(float(moved[left].sum()), 2), "R": round(float(moved[~left].sum()), 2)}
+
+
+def _fill_csf(intensity: np.ndarray, csf: np.ndarray, spec: SubjectSpec, site: Site) -> np.ndarray:
+    """Partial-volume mix of the lost medial temporal tissue with CSF."""
+    return intensity + csf * (site.csf * float(spec.tissue_jitter[0]) - intensity)
+
+
 def _apply_tumour(img: np.ndarray, tum: np.ndarray, spec: SubjectSpec, site: Site) -> np.ndarray:
     if spec.tumour is None or not tum.any():
         return img
@@ -331,10 +481,11 @@ def render_mni(spec: SubjectSpec, resolution: float = 2.0) -> Rendered:
     deformation, report = solve_deformation(spec)
     points = grid_points(grid)
     y_struct, y_full, icv = _pullbacks(deformation, points, base)
+    csf, free = mtl_csf(deformation, points, y_full)
     tum, _ = _paint_tumour(spec, points, y_full, icv, base)
     intensity = _sample(_tissue_intensity(base, spec, site, head=False), grid, y_full)
-    intensity = _apply_tumour(intensity, tum, spec, site)
-    labels = _sample(base.labels, grid, y_full, order=0).astype(np.int16)
+    intensity = _apply_tumour(_fill_csf(intensity, csf, spec, site), tum, spec, site)
+    labels = _horn_labels(_sample(base.labels, grid, y_full, order=0).astype(np.int16), csf, y_full[:, 0])
     labels[(tum == 1) | (tum == 2)] = 0
     mask = (icv > 0.5) | (tum > 0)
     labels[~mask] = 0
@@ -347,18 +498,20 @@ def render_mni(spec: SubjectSpec, resolution: float = 2.0) -> Rendered:
     vals = img[mask3]
     img = np.where(mask3, (img - vals.mean()) / max(float(vals.std()), 1e-6), 0.0).astype(np.float32)
     if resolution == 2.0:
-        vol_pts, vol_y, vol_tum = points, y_full, tum
+        vol_pts, vol_y, vol_tum, vol_csf, vol_free = points, y_full, tum, csf, free
     else:
         g2 = anatomy.standard_grid(2.0)
         vol_pts = grid_points(g2)
         _, vol_y, icv2 = _pullbacks(deformation, vol_pts, base_anatomy(g2))
         vol_tum, _ = _paint_tumour(spec, vol_pts, vol_y, icv2, base_anatomy(g2))
+        vol_csf, vol_free = mtl_csf(deformation, vol_pts, vol_y)
     weights = ((vol_tum != 1) & (vol_tum != 2)).astype(float)
-    volumes = soft_label_volumes(vol_y, 8.0, weights)
+    volumes = mtl_volumes(vol_y, 8.0, weights, vol_csf, vol_free)
     det = float(np.prod(spec.head_scale))
     return Rendered(
         t1=img, mask=mask3.astype(np.uint8), tumour=tum.reshape(shape), labels=labels.reshape(shape),
         affine=grid.affine, regions=_regions(volumes, det), report=report,
+        mtl_csf_mm3=_csf_by_hemisphere(vol_y, vol_csf, weights, 8.0),
     )
 
 
@@ -420,8 +573,9 @@ def render_native(spec: SubjectSpec) -> Rendered:
     pts2 = grid_points(g2)
     y_struct2, y_full2, icv2 = _pullbacks(deformation, pts2, base2)
     tum2, _ = _paint_tumour(spec, pts2, y_full2, icv2, base2)
+    csf2, free2 = mtl_csf(deformation, pts2, y_full2)
     weights = ((tum2 != 1) & (tum2 != 2)).astype(float)
-    volumes = soft_label_volumes(y_full2, g2.voxel_volume, weights)
+    volumes = mtl_volumes(y_full2, g2.voxel_volume, weights, csf2, free2)
     aff, shape = native_affine(spec)
     to_subject = np.linalg.inv(subject_to_scanner(spec)) @ aff
     hb = hbase.grid
@@ -434,11 +588,15 @@ def render_native(spec: SubjectSpec) -> Rendered:
     icv = ndi.map_coordinates(
         icv2.reshape(g2.shape).astype(np.float32), idx, output=np.float32, order=1, prefilter=False
     )
+    csf = _native_csf(csf2.reshape(g2.shape), idx)
     del idx, yv
     intensity = ndi.map_coordinates(
         _tissue_intensity(hbase, spec, site, head=True), y, output=np.float32, order=1, prefilter=False
     )
     labels = ndi.map_coordinates(hbase.labels, y, order=0, prefilter=False).astype(np.int16)
+    if csf is not None:
+        intensity = _fill_csf(intensity, csf, spec, site)
+        labels = _horn_labels(labels, csf, hb.affine[0, 3] + hb.resolution * y[0])
     tum = np.zeros(intensity.size, np.uint8)
     if spec.tumour is not None:
         sub = _native_box(spec.tumour, np.linalg.inv(to_subject), shape)
@@ -459,7 +617,15 @@ def render_native(spec: SubjectSpec) -> Rendered:
         t1=t1, mask=mask.reshape(shape).astype(np.uint8), tumour=tum.reshape(shape),
         labels=labels.reshape(shape), affine=aff,
         regions=_regions(volumes, float(np.prod(spec.head_scale))), report=report, to_mni=to_mni,
+        mtl_csf_mm3=_csf_by_hemisphere(y_full2, csf2, weights, g2.voxel_volume),
     )
+
+
+def _native_csf(csf2: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
+    """The 2 mm CSF fraction at native voxels (``None`` when there is none)."""
+    if not csf2.any():
+        return None
+    return ndi.map_coordinates(csf2.astype(np.float32), idx, output=np.float32, order=1, prefilter=False)
 
 
 def _native_index(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
