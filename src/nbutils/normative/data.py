@@ -301,7 +301,9 @@ class NormativeDataModule(pl.LightningDataModule):
         Scans with ``participant_id``, ``path``, ``diagnosis`` and, if already
         split, ``split``; otherwise :func:`assign_splits` is applied.
     mask : array or path, optional
-        Brain mask on the model grid; the MNI152 mask of the grid by default.
+        Analysis mask on the model grid; by default the MNI152 brain mask with an
+        extra-axial rim and the sellar region (:func:`nbutils.anatomy.load_analysis_mask`),
+        so that meningiomas and pituitary adenomas lie inside what is analysed.
     batch_size, num_workers : int
     val_fraction, test_fraction, split_seed, test_seed
         Passed to :func:`assign_splits` when the table has no ``split`` column.
@@ -358,9 +360,9 @@ class NormativeDataModule(pl.LightningDataModule):
     def _mask(self, shape: tuple[int, ...]) -> np.ndarray:
         src = self._mask_source
         if src is None:
-            from nbutils.anatomy import load_brain_mask
+            from nbutils.anatomy import load_analysis_mask
 
-            return np.asarray(load_brain_mask(grid_for_shape(shape)).dataobj) > 0
+            return np.asarray(load_analysis_mask(grid_for_shape(shape)).dataobj) > 0
         if isinstance(src, np.ndarray):
             mask = src > 0
         else:
