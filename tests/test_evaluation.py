@@ -11,7 +11,7 @@ import pytest
 
 from nbutils.classify.metrics import binary_auc, roc_auc
 from nbutils.evaluation import (
-    age_matched_controls,
+    age_matched,
     auc_with_ci,
     detection_rate_by,
     dice_ceiling,
@@ -255,33 +255,12 @@ def test_auc_with_ci_separating_random_and_reversed(rng):
     )
 
 
-def test_age_matching_stays_within_caliper_and_is_reproducible(rng):
-    cases = rng.uniform(60, 85, 25)
-    controls = rng.uniform(20, 90, 120)
-    idx, pairs = age_matched_controls(cases, controls, caliper=2.0, seed=7, ratio=2)
-    assert len(pairs) > 0
-    assert (pairs["age_diff"].abs() <= 2.0).all()
-    assert np.allclose(pairs["control_age"] - pairs["case_age"], pairs["age_diff"])
-    assert len(set(pairs["control"])) == len(pairs)  # without replacement
-    assert pairs.groupby("case").size().max() <= 2
-    assert list(idx) == sorted(pairs["control"])
-    idx2, pairs2 = age_matched_controls(cases, controls, caliper=2.0, seed=7, ratio=2)
-    assert np.array_equal(idx, idx2)
-    pd.testing.assert_frame_equal(pairs, pairs2)
-
-
-def test_age_matching_takes_the_nearest_and_respects_strata():
-    idx, pairs = age_matched_controls([70.0], [72.0, 60.0, 71.0, 69.5], caliper=5)
-    assert list(idx) == [3]  # 69.5 is nearest, though listed last
-    _, pairs = age_matched_controls([70.0, 70.0], [70.5, 69.0, 95.0], caliper=1.0)
-    assert sorted(pairs["control"]) == [0, 1]
-    _, pairs = age_matched_controls([50.0], [20.0], caliper=5)
-    assert pairs.empty  # no control within the caliper: the case stays unmatched
-    idx, pairs = age_matched_controls(
-        [70.0, 70.0], [70.0, 75.0, 70.0], caliper=5,
-        case_strata=["F", "M"], control_strata=["M", "F", "X"],
-    )  # fmt: skip
-    assert dict(zip(pairs["case"], pairs["control"], strict=True)) == {0: 1, 1: 0}
+def test_age_matching_keeps_controls_in_the_cases_age_range():
+    controls = [20.0, 59.0, 61.0, 70.0, 88.0, 91.5]
+    assert age_matched(controls, [64.0, 80.0, 86.0], margin_years=5).tolist() == [
+        False, True, True, True, True, False]  # fmt: skip
+    assert age_matched(controls, [70.0], margin_years=0).tolist() == [False] * 3 + [True] + [False] * 2
+    assert not age_matched(controls, []).any()
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -314,9 +293,8 @@ def test_age_matching_takes_the_nearest_and_respects_strata():
         (lambda: topk_summary([True, False], [0.1, 0.2, 0.3]), "chance levels for 2"),
         (lambda: auc_with_ci([], [1.0]), "at least one positive"),
         (lambda: auc_with_ci([np.nan], [1.0]), "finite"),
-        (lambda: age_matched_controls([], [1.0]), "at least one case"),
-        (lambda: age_matched_controls([1.0], [1.0], caliper=-1), "caliper"),
-        (lambda: age_matched_controls([1.0], [1.0], case_strata=["F"]), "both"),
+        (lambda: age_matched([1.0], [np.nan]), "finite"),
+        (lambda: age_matched([1.0], [1.0], margin_years=-1), "margin_years"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(call, message):

@@ -40,7 +40,8 @@ from scipy import ndimage, stats
 from nbutils.classify.metrics import binary_auc
 
 __all__ = [
-    "age_matched_controls",
+    "AGE_MATCH_MARGIN_YEARS",
+    "age_matched",
     "auc_with_ci",
     "detection_rate_by",
     "dice_ceiling",
@@ -469,87 +470,40 @@ def topk_summary(hits: Sequence[bool] | np.ndarray, chance: float | Sequence[flo
 # ---------------------------------------------------------------- AUC against controls
 
 
-def age_matched_controls(
-    case_ages: Sequence[float],
-    control_ages: Sequence[float],
-    caliper: float = 5.0,
-    seed: int = 0,
-    ratio: int = 1,
-    case_strata: Sequence | None = None,
-    control_strata: Sequence | None = None,
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Greedy nearest-age matching of controls to cases, without replacement, within a caliper.
+#: Controls count as age-matched when aged within the cases' age range widened by this many years.
+AGE_MATCH_MARGIN_YEARS = 5.0
 
-    Method: the cases are visited in a random order (a permutation drawn from
-    ``seed``); each takes the unused control of the same stratum (e.g. sex)
-    with the smallest absolute age difference, provided it is ``<= caliper``
-    years. Ties between equally near controls are broken by a random priority
-    per control, also drawn from ``seed``, so the result is reproducible and
-    independent of the input order's accidents. With ``ratio > 1`` this is
-    repeated in ``ratio`` rounds (each case gets at most one control per
-    round). Cases with no control left within the caliper stay unmatched:
-    report how many.
+
+def age_matched(
+    control_ages: Sequence[float], case_ages: Sequence[float], margin_years: float = AGE_MATCH_MARGIN_YEARS
+) -> np.ndarray:
+    """Which controls are age-matched to a group of cases: the one matching rule of the suite.
+
+    A control is kept when its age lies within ``[min(case ages) - margin,
+    max(case ages) + margin]``. Every case is kept. Young controls, whom no case
+    resembles, would otherwise make any age-related measure look like a
+    disease marker.
 
     Parameters
     ----------
-    case_ages, control_ages : sequence of float
-        Ages (years) of cases and of the candidate controls.
-    caliper : float
-        Largest allowed age difference (years), >= 0.
-    seed : int
-        Seed of the visiting order and the tie-breaking.
-    ratio : int
-        Controls wanted per case.
-    case_strata, control_strata : sequence, optional
-        Exact-match strata (e.g. sex, site); both or neither.
+    control_ages, case_ages : sequence of float
+        Ages in years.
+    margin_years : float
+        Widening of the cases' age range, >= 0.
 
     Returns
     -------
-    controls : int array
-        Indices (into ``control_ages``) of the matched controls, sorted.
-    pairs : DataFrame
-        One row per match: ``case``, ``control`` (indices), ``case_age``,
-        ``control_age``, ``age_diff`` (control minus case), ``round``.
+    bool array, one entry per control.
     """
+    controls = np.asarray(control_ages, dtype=float).ravel()
     cases = np.asarray(case_ages, dtype=float).ravel()
-    ctrls = np.asarray(control_ages, dtype=float).ravel()
-    if cases.size == 0 or ctrls.size == 0:
-        raise ValueError(f"need at least one case and one control, got {cases.size} and {ctrls.size}")
-    if not (np.all(np.isfinite(cases)) and np.all(np.isfinite(ctrls))):
+    if not (np.all(np.isfinite(controls)) and np.all(np.isfinite(cases))):
         raise ValueError("ages must be finite (no NaN)")
-    if not caliper >= 0:
-        raise ValueError(f"caliper must be >= 0 years, got {caliper}")
-    if ratio < 1:
-        raise ValueError(f"ratio must be >= 1, got {ratio}")
-    if (case_strata is None) != (control_strata is None):
-        raise ValueError("give both case_strata and control_strata, or neither")
-    if case_strata is None:
-        s_case, s_ctrl = np.zeros(cases.size), np.zeros(ctrls.size)
-    else:
-        s_case, s_ctrl = np.asarray(case_strata, dtype=object), np.asarray(control_strata, dtype=object)
-        if s_case.shape != cases.shape or s_ctrl.shape != ctrls.shape:
-            raise ValueError(
-                f"strata lengths ({s_case.size}, {s_ctrl.size}) differ from the ages ({cases.size}, {ctrls.size})"
-            )
-    rng = np.random.default_rng(seed)
-    visit = rng.permutation(cases.size)
-    priority = rng.permutation(ctrls.size)
-    used = np.zeros(ctrls.size, dtype=bool)
-    rows = []
-    for rnd in range(ratio):
-        for c in visit:
-            diff = np.abs(ctrls - cases[c])
-            ok = ~used & (diff <= caliper) & (s_ctrl == s_case[c])
-            if not ok.any():
-                continue
-            cand = np.flatnonzero(ok)
-            best = cand[np.lexsort((priority[cand], diff[cand]))[0]]
-            used[best] = True
-            rows.append({"case": int(c), "control": int(best), "case_age": cases[c],
-                         "control_age": ctrls[best], "age_diff": ctrls[best] - cases[c],
-                         "round": rnd})  # fmt: skip
-    pairs = pd.DataFrame(rows, columns=["case", "control", "case_age", "control_age", "age_diff", "round"])
-    return np.sort(pairs["control"].to_numpy(dtype=int)), pairs
+    if not margin_years >= 0:
+        raise ValueError(f"margin_years must be >= 0, got {margin_years}")
+    if cases.size == 0:
+        return np.zeros(controls.size, dtype=bool)
+    return (controls >= cases.min() - margin_years) & (controls <= cases.max() + margin_years)
 
 
 def auc_with_ci(

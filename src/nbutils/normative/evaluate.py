@@ -325,25 +325,24 @@ def age_matched_auc(
     age: Sequence[float],
     case: str,
     control: str = "CN",
-    margin: float = 5.0,
+    margin: float | None = None,
     seed: int = 0,
 ) -> dict[str, float]:
     """AUC of ``scores`` separating ``case`` from age-matched ``control`` subjects, with a bootstrap CI.
 
-    Matching: controls are kept when their age lies within the cases' age range
-    widened by ``margin`` years on both sides (every case is kept). Young
-    controls, whom no case resembles, would otherwise make any age-related
-    score look like a disease marker.
+    Matching: :func:`nbutils.evaluation.age_matched` (controls aged within the
+    cases' age range widened by ``margin`` years, by default
+    :data:`~nbutils.evaluation.AGE_MATCH_MARGIN_YEARS`; every case is kept).
 
     Returns
     -------
     dict
         ``auc``, ``ci_low``, ``ci_high`` (95 %, stratified bootstrap), ``n_case``,
-        ``n_control`` (after matching), ``n_control_all``, ``control_age_min``,
-        ``control_age_max``.
+        ``n_control`` (after matching), ``n_control_all``, ``margin_years``.
     """
-    from nbutils.evaluation import auc_with_ci
+    from nbutils.evaluation import AGE_MATCH_MARGIN_YEARS, age_matched, auc_with_ci
 
+    margin = AGE_MATCH_MARGIN_YEARS if margin is None else margin
     scores, dx, age = np.asarray(scores, float), np.asarray(diagnosis), np.asarray(age, float)
     cases, controls = dx == case, dx == control
     nan = float("nan")
@@ -351,9 +350,9 @@ def age_matched_auc(
            "n_control": 0, "n_control_all": int(controls.sum())}  # fmt: skip
     if not cases.any() or not controls.any():
         return out
-    lo, hi = age[cases].min() - margin, age[cases].max() + margin
-    matched = controls & (age >= lo) & (age <= hi)
-    out.update(n_control=int(matched.sum()), control_age_min=float(lo), control_age_max=float(hi))
+    matched = controls.copy()
+    matched[controls] = age_matched(age[controls], age[cases], margin)
+    out.update(n_control=int(matched.sum()), margin_years=float(margin))
     if matched.any():
         auc, ci_lo, ci_hi = auc_with_ci(scores[cases], scores[matched], seed=seed)
         out.update(auc=float(auc), ci_low=float(ci_lo), ci_high=float(ci_hi))

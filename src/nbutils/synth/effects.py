@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from nbutils import anatomy
+from nbutils.evaluation import AGE_MATCH_MARGIN_YEARS, age_matched
 
 __all__ = [
     "EFFECT_REGIONS",
@@ -121,19 +122,11 @@ def regional_intensity(root: str | os.PathLike, regions: dict[str, str] | None =
     return pd.DataFrame(rows)
 
 
-def age_matched(reference_ages: np.ndarray, group_ages: np.ndarray, margin_years: float) -> np.ndarray:
-    """Boolean mask of reference subjects within the group's age range widened by ``margin_years``."""
-    ref = np.asarray(reference_ages, float)
-    if len(group_ages) == 0:
-        return np.zeros(len(ref), bool)
-    return (ref >= np.min(group_ages) - margin_years) & (ref <= np.max(group_ages) + margin_years)
-
-
 def group_effects(
     values: pd.DataFrame,
     groups: tuple[str, ...] = ("AD", "MCI"),
     reference: str = "CN",
-    margin_years: float = 2.5,
+    margin_years: float = AGE_MATCH_MARGIN_YEARS,
 ) -> pd.DataFrame:
     """Each patient group vs age-matched reference subjects, per region (Hedges' g, 95 % CI).
 
@@ -201,7 +194,7 @@ def age_trend(values: pd.DataFrame, reference: str = "CN") -> pd.DataFrame:
 
 
 def disease_effects(
-    root: str | os.PathLike, margin_years: float = 2.5
+    root: str | os.PathLike, margin_years: float = AGE_MATCH_MARGIN_YEARS
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Regional intensities, group effects and CN age trends of a generated MNI cohort.
 
