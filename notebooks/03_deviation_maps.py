@@ -141,50 +141,75 @@ calib.round(3)
 # - **(b) voxel z** — z of the intensity against the healthy *training* scans, voxel by voxel, no network;
 # - **(c) autoencoder** — z of the reconstruction residual.
 #
-# We report AUPRC and the best achievable Dice (pooled voxels, any threshold: an upper bound) and Dice
-# at the healthy 5 % / 1 % FPR thresholds (mean over subjects: what you would get in practice).
+# Every tumour class lies inside the analysed region: the analysis mask is the MNI152 brain mask plus a
+# 4 mm extra-axial rim (meningiomas) and the sellar region (pituitary adenomas) —
+# `nbutils.anatomy.load_analysis_mask`.
+#
+# Voxel scores are summarised per tumour class by AUPRC (beside its chance level, the lesion-voxel
+# prevalence: what a random score reaches), the best achievable Dice (pooled voxels, any threshold: an
+# upper bound) and the Dice at the healthy 5 % / 1 % FPR thresholds (mean over scans: what you get in
+# practice). Next to that Dice stands its **ceiling**: with 5 % of the healthy voxels flagged, even a
+# method that finds every lesion voxel cannot reach a high Dice on small lesions. So lesions are also
+# scored **lesion-wise** — a lesion is detected when a component of the segmentation touches it — with
+# the **false-positive clusters** on healthy test scans beside it (otherwise flagging the whole brain
+# would detect everything).
 
 # %%
 import nibabel as nib
 
-from nbutils.normative.evaluate import detection_summary, healthy_thresholds, method_scores
+from nbutils.normative.evaluate import (
+    detection_by_class,
+    false_positive_clusters,
+    healthy_thresholds,
+    lesion_wise,
+    method_scores,
+)
 
-val = subjects[subjects["split"] == "val"]
+val = run.split("val")
 val_scores = method_scores(model, stats, load_volumes(val["path"]))
 val_scores.pop("autoencoder")  # its thresholds come from leave-one-out maps in stats
+thresholds = {fpr: healthy_thresholds(stats, val_scores, fpr) for fpr in (0.05, 0.01)}
 tum = test[is_tumour].reset_index(drop=True)
 truth = np.stack([np.asarray(nib.load(subject_paths(data.root, pid)["tumour"]).dataobj) > 0
                   for pid in tum["participant_id"]])
 scores = method_scores(model, stats, test_volumes[is_tumour])
-tables, per_subject = [], []
-for fpr in (0.05, 0.01):
-    thr = healthy_thresholds(stats, val_scores, fpr)
-    summary, per = detection_summary(scores, thr, truth, stats.mask, stats.postprocessing["min_size"])
-    tables.append(summary.assign(fpr=fpr).rename(columns={"dice_at_threshold": "dice_at_fpr"}))
-    per_subject.append(per.assign(fpr=fpr))
-detect = pd.concat(tables).pivot_table(index="method", columns="fpr",
-                                       values=["auprc", "best_dice", "dice_at_fpr", "threshold"])
-per_subject = pd.concat(per_subject)
-print(f"tumour detection on {len(tum)} held-out tumour scans ({data.source})")
-detect.round(3)
+min_size = stats.postprocessing["min_size"]
+by_class = detection_by_class(scores, thresholds, truth, tum["diagnosis"], stats.mask, min_size)
+print(f"tumour detection on {len(tum)} held-out tumour scans; lesion voxels inside the analysis mask: "
+      f"{truth[:, stats.mask].sum() / truth.sum():.1%} ({data.source})")
+by_class.pivot_table(index=["class", "method"], columns="fpr",
+                     values=["auprc", "auprc_chance", "best_dice", "dice_at_fpr", "dice_ceiling"]).round(3)
+
+# %% [markdown]
+# Lesion-wise: the share of tumours touched by the segmentation, by size and by class, at both thresholds
+# (with an exact 95 % interval), and the false-positive clusters on the healthy test scans.
 
 # %%
 from IPython.display import display
 
-per5 = per_subject[per_subject["fpr"] == 0.05].copy()
-per5["diagnosis"] = tum["diagnosis"].to_numpy()[per5["subject"]]
-bins = min(3, per5["lesion_voxels"].nunique())
-per5["size"] = pd.qcut(per5["lesion_voxels"].rank(method="first"), bins,
-                       labels=["small", "medium", "large"][:bins])
-by_class = per5.pivot_table(index="diagnosis", columns="method", values=["auprc", "dice"]).round(3)
-by_size = per5.pivot_table(index="size", columns="method", values=["auprc", "dice"], observed=True).round(3)
-display(by_class)
-by_size
+from nbutils.evaluation import detection_rate_by
+
+voxel_mm3 = float(stats.resolution) ** 3
+lesions = pd.concat([
+    lesion_wise(scores, thr, truth, stats.mask, voxel_mm3, min_size, subjects=tum["participant_id"]).assign(fpr=fpr)
+    for fpr, thr in thresholds.items()], ignore_index=True)
+lesions["class"] = lesions["subject"].map(dict(zip(tum["participant_id"], tum["diagnosis"], strict=True)))
+healthy_scores = method_scores(model, stats, test_volumes[is_cn])
+fp = pd.concat([false_positive_clusters(healthy_scores, thr, stats.mask, min_size).assign(fpr=fpr)
+                for fpr, thr in thresholds.items()], ignore_index=True)
+by_size = detection_rate_by(lesions, ["fpr", "method", "size_bin"]).reset_index()
+by_type = detection_rate_by(lesions, ["fpr", "method", "class"]).reset_index()
+fp_per_scan = fp.groupby(["fpr", "method"])[["components", "voxels"]].mean()
+print(f"{len(lesions) // (2 * len(scores))} lesions in {len(tum)} tumour scans; false-positive clusters "
+      f"on {int(is_cn.sum())} healthy test scans ({data.source})")
+display(by_size.round(3))
+display(by_type.round(3))
+fp_per_scan.round(1)
 
 # %%
 from nbutils.normative.plots import slice_at
 
-i = int(np.argsort(per5.loc[per5.method == "autoencoder", "lesion_voxels"].to_numpy())[len(tum) // 2])
+i = int(np.argsort(truth.sum(axis=(1, 2, 3)))[len(tum) // 2])  # the median-sized tumour
 k = int(np.argmax(truth[i].sum(axis=(0, 1))))
 panels = [("image", test_volumes[is_tumour][i], "gray"), ("truth", truth[i], "Reds")]
 panels += [(name, scores[name][i], "magma") for name in scores]
@@ -291,18 +316,48 @@ plt.show()
 # %%
 from nbutils.reporting import write_metrics
 
-ae5 = detect.xs(0.05, axis=1, level="fpr")
+
+def by_class_table(column: str, fpr: float = 0.05) -> dict:
+    """{class: {method: value}} of one column of the per-class detection table."""
+    rows = by_class[by_class["fpr"] == fpr]
+    return {c: dict(zip(g["method"], g[column].astype(float), strict=True)) for c, g in rows.groupby("class")}
+
+
+def rates(table: pd.DataFrame, key: str, fpr: float) -> dict:
+    """{method: {group: detection rate}} at one FPR."""
+    rows = table[table["fpr"] == fpr]
+    return {m: dict(zip(g[key].astype(str), g["detection_rate"].astype(float), strict=True))
+            for m, g in rows.groupby("method")}
+
+
+pooled = {(r.fpr, r.method): r for r in by_class[by_class["class"] == "all"].itertuples()}
 write_metrics(P.reports_dir, STEM, {
     "healthy_frac_abs_z_gt_1_96": float(share.mean()),
     "healthy_frac_abs_z_gt_1_96_per_subject_sd": float(share.std()),
-    "tumour_auprc": float(ae5.loc["autoencoder", "auprc"]),
-    "tumour_best_dice": float(ae5.loc["autoencoder", "best_dice"]),
-    "tumour_dice_at_fpr5": float(ae5.loc["autoencoder", "dice_at_fpr"]),
-    "tumour_dice_at_fpr1": float(detect.xs(0.01, axis=1, level="fpr").loc["autoencoder", "dice_at_fpr"]),
-    "baseline_intensity_tumour_auprc": float(ae5.loc["intensity", "auprc"]),
-    "baseline_voxelz_tumour_auprc": float(ae5.loc["voxel_z", "auprc"]),
-    "baseline_intensity_dice_at_fpr5": float(ae5.loc["intensity", "dice_at_fpr"]),
-    "baseline_voxelz_dice_at_fpr5": float(ae5.loc["voxel_z", "dice_at_fpr"]),
+    "tumour_auprc": float(pooled[0.05, "autoencoder"].auprc),
+    "tumour_auprc_chance": float(pooled[0.05, "autoencoder"].auprc_chance),
+    "tumour_best_dice": float(pooled[0.05, "autoencoder"].best_dice),
+    "tumour_dice_at_fpr5": float(pooled[0.05, "autoencoder"].dice_at_fpr),
+    "tumour_dice_at_fpr1": float(pooled[0.01, "autoencoder"].dice_at_fpr),
+    "tumour_dice_ceiling_at_fpr5": float(pooled[0.05, "autoencoder"].dice_ceiling),
+    "tumour_dice_ceiling_at_fpr1": float(pooled[0.01, "autoencoder"].dice_ceiling),
+    "baseline_intensity_tumour_auprc": float(pooled[0.05, "intensity"].auprc),
+    "baseline_voxelz_tumour_auprc": float(pooled[0.05, "voxel_z"].auprc),
+    "baseline_intensity_dice_at_fpr5": float(pooled[0.05, "intensity"].dice_at_fpr),
+    "baseline_voxelz_dice_at_fpr5": float(pooled[0.05, "voxel_z"].dice_at_fpr),
+    "tumour_voxel_auprc_by_class": by_class_table("auprc"),
+    "tumour_voxel_auprc_chance_by_class": {c: v["autoencoder"] for c, v in by_class_table("auprc_chance").items()},
+    "tumour_best_dice_by_class": by_class_table("best_dice"),
+    "tumour_dice_at_fpr5_by_class": by_class_table("dice_at_fpr", 0.05),
+    "tumour_dice_at_fpr1_by_class": by_class_table("dice_at_fpr", 0.01),
+    "tumour_dice_ceiling_at_fpr5_by_class": {c: v["autoencoder"] for c, v in by_class_table("dice_ceiling").items()},
+    "lesion_detection_rate_fpr5_by_size": rates(by_size, "size_bin", 0.05),
+    "lesion_detection_rate_fpr1_by_size": rates(by_size, "size_bin", 0.01),
+    "lesion_detection_rate_fpr5_by_class": rates(by_type, "class", 0.05),
+    "lesion_detection_rate_fpr1_by_class": rates(by_type, "class", 0.01),
+    "false_positive_clusters_per_healthy_scan_fpr5": fp_per_scan.loc[0.05, "components"].to_dict(),
+    "false_positive_clusters_per_healthy_scan_fpr1": fp_per_scan.loc[0.01, "components"].to_dict(),
+    "tumour_voxels_inside_analysis_mask": float(truth[:, stats.mask].sum() / truth.sum()),
     "profile_seed_correlation": stability.seed_correlation,
     "profile_main_vs_replicate_correlation": stability.main_correlation,
     "n_models_stability": len(profiles),

@@ -269,23 +269,26 @@ save_figure(fig, P.reports_dir, STEM, "single_subject_saliency")
 # ### Is the saliency where the atrophy is?
 #
 # For every AD test subject we upsample its Grad-CAM map to the cohort grid and measure the share of the
-# (positive) saliency mass inside the hippocampus, amygdala, entorhinal cortex and the lateral / inferior
-# lateral ventricles, using **that subject's own atlas labels** (the cohort's ground truth). The chance
-# level is the share of brain (labelled) voxels those regions occupy: a map that ignored anatomy would score
-# about that. The synthetic AD effect is not only medial-temporal: the generator also thins the whole cortex
-# (in proportion to the severity), so we measure the share on the cortical labels too.
+# (positive) saliency mass inside the pre-specified **AD target regions** (`nbutils.anatomy.AD_TARGET_PATTERN`:
+# hippocampus, amygdala, entorhinal area, inferior lateral and lateral ventricles — the same set the
+# generator's truth and notebook 04's hit rate use), with **that subject's own atlas labels** (the cohort's
+# ground truth). The chance level is the share of brain (labelled) voxels those regions occupy: a map that
+# ignored anatomy would score about that. The synthetic AD effect is not only medial-temporal: the generator
+# also thins the cortex in the AD signature (temporal, inferior parietal, precuneus, posterior cingulate;
+# Dickerson et al. 2009), so we measure the share on the cortical labels too. There is no target here: where
+# the networks look is a finding.
 
 # %%
 import nibabel as nib
 
-from nbutils.anatomy import load_atlas
+from nbutils.anatomy import AD_TARGET_PATTERN, load_atlas
 from nbutils.classify.interpret import saliency_mass
-from nbutils.classify.volumes import ATROPHY_REGIONS, CORTEX_REGIONS, derivative_path, upsample_maps
+from nbutils.classify.volumes import CORTEX_REGIONS, derivative_path, upsample_maps
 
 atlas = load_atlas("neuromorphometrics", grid)
-region_sets = {"MTL + ventricles": atlas.index_of(ATROPHY_REGIONS), "cortex": atlas.index_of(CORTEX_REGIONS)}
+region_sets = {"AD target regions": atlas.index_of(AD_TARGET_PATTERN), "cortex": atlas.index_of(CORTEX_REGIONS)}
 names = atlas.labels.set_index("index")["name"]
-print("MTL + ventricles:", ", ".join(names.loc[region_sets["MTL + ventricles"]]))
+print("AD target regions:", ", ".join(names.loc[region_sets["AD target regions"]]))
 print(f"cortex: {len(region_sets['cortex'])} labels")
 ad_subjects = [task.subjects[test_idx[i]] for i in ad_test]
 subject_labels = [np.asarray(nib.load(derivative_path(data.root, s, "atlas-neuromorphometrics_dseg.nii.gz")).dataobj)
@@ -298,8 +301,11 @@ for name, maps in cams.items():
             rows.append({"model": name, "subject": subject, "regions": where,
                          **saliency_mass(saliency, labels, idx)})
 by_region = pd.DataFrame(rows)
-mass = by_region[by_region["regions"] == "MTL + ventricles"]
+mass = by_region[by_region["regions"] == "AD target regions"]
 cortex_mass = by_region[by_region["regions"] == "cortex"]
+for name, g in mass.groupby("model"):
+    print(f"{name}: Grad-CAM mass in the AD target regions {g['mass'].mean():.3f} vs chance {g['chance'].mean():.3f} "
+          f"(ratio {g['mass'].mean() / g['chance'].mean():.2f}; {len(g)} AD test subjects; {data.source})")
 by_region.groupby(["regions", "model"])[["mass", "chance", "ratio"]].agg(["mean", "std"]).round(3)
 
 # %% [markdown]
@@ -347,11 +353,11 @@ from nbutils.reporting import kernel_seconds, write_metrics
 metrics = {}
 for name, r in cv.items():
     m = mass[mass.model == name]
-    metrics[name] = {**r.headline(), "saliency_mass_in_atrophy_regions": float(m["mass"].mean()),
+    metrics[name] = {**r.headline(), "saliency_mass_in_ad_target_regions": float(m["mass"].mean()),
                      "saliency_mass_in_cortex": float(cortex_mass.loc[cortex_mass.model == name, "mass"].mean()),
                      "early_stop_epoch_mean": float(r.summary().loc["epochs_run", "mean"])}
-metrics["saliency_mass_in_atrophy_regions"] = metrics["baseline"]["saliency_mass_in_atrophy_regions"]
-metrics["saliency_chance_level"] = float(mass["chance"].mean())
+metrics["saliency_mass_in_ad_target_regions"] = metrics["baseline"]["saliency_mass_in_ad_target_regions"]
+metrics["saliency_chance_level_ad_target_regions"] = float(mass["chance"].mean())
 metrics["saliency_chance_level_cortex"] = float(cortex_mass["chance"].mean())
 metrics["saliency_method"] = "Grad-CAM (AD class, last conv block activation before pooling), AD test subjects, mean over fold models"
 if mci_summary is not None:

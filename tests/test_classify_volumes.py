@@ -58,8 +58,8 @@ def test_load_task_selects_classes(tmp_path, rng):
 
 
 def test_region_patterns_pick_the_intended_atlas_labels():
-    from nbutils.anatomy import load_atlas, standard_grid
-    from nbutils.classify.volumes import ATROPHY_REGIONS, CORTEX_REGIONS
+    from nbutils.anatomy import AD_TARGET_PATTERN, load_atlas, standard_grid
+    from nbutils.classify.volumes import CORTEX_REGIONS
 
     atlas = load_atlas("neuromorphometrics", standard_grid(4.0))
     names = atlas.labels.set_index("index")["name"]
@@ -70,5 +70,6 @@ def test_region_patterns_pick_the_intended_atlas_labels():
                     "Left_Thalamus_Proper", "Right_Cerebellum_Exterior"}
     assert not cortex & non_cortical
     assert len(cortex) % 2 == 0 and len(cortex) >= 90  # left/right pairs of the cortical parcellation
-    mtl = set(names.loc[atlas.index_of(ATROPHY_REGIONS)])
+    mtl = set(names.loc[atlas.index_of(AD_TARGET_PATTERN)])
     assert {"Left_Hippocampus", "Right_Amygdala", "Left_Lateral_Ventricle", "Right_Inf_Lat_Vent"} <= mtl
+    assert len(mtl) == 10 and not mtl & cortex - {"Left_Ent_entorhinal_area", "Right_Ent_entorhinal_area"}

@@ -263,3 +263,26 @@ def test_lesion_wise_and_false_positive_clusters():
     healthy[2, 5, 5, 5] = 1  # a single voxel: removed by min_size=2
     fp = false_positive_clusters({"m": healthy}, {"m": 0.5}, mask, min_size=2)
     assert fp["components"].tolist() == [2, 0, 0] and fp["voxels"].tolist() == [16, 0, 0]
+
+
+def test_detection_by_class_scores_a_perfect_map_one_and_reports_chance():
+    from nbutils.normative.evaluate import detection_by_class
+
+    shape = (7, 8, 9)
+    truth = np.zeros((3, *shape), bool)
+    truth[0, 1:3, 1:3, 1:3] = True
+    truth[1, 4:6, 4:6, 4:6] = True
+    truth[2, 2:5, 2:5, 2:5] = True
+    mask = np.ones(shape, bool)
+    rng = np.random.default_rng(12345)
+    scores = {"right": truth.astype(float), "noise": rng.random((3, *shape))}
+    thr = {0.05: {"right": 0.5, "noise": 0.95}, 0.01: {"right": 0.5, "noise": 0.99}}
+    table = detection_by_class(scores, thr, truth, ["a", "a", "b"], mask)
+    assert set(table["class"]) == {"all", "a", "b"} and set(table["fpr"]) == {0.05, 0.01}
+    right = table[table.method == "right"]
+    assert np.allclose(right[["auprc", "best_dice", "dice_at_fpr"]], 1.0)
+    a = table[(table["class"] == "a") & (table.method == "noise")].iloc[0]
+    assert a["auprc_chance"] == pytest.approx(16 / (2 * 7 * 8 * 9))
+    assert a["auprc"] < 0.2 and a["dice_at_fpr"] < 0.2  # a random score stays near chance
+    ceiling = table[(table["class"] == "b") & (table.fpr == 0.05)]["dice_ceiling"].iloc[0]
+    assert ceiling == pytest.approx(2 * 27 / (2 * 27 + 0.05 * (7 * 8 * 9 - 27)))

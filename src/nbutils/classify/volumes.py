@@ -22,7 +22,6 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 __all__ = [
-    "ATROPHY_REGIONS",
     "CORTEX_REGIONS",
     "Task",
     "derivative_path",
@@ -34,13 +33,10 @@ __all__ = [
     "working_shape",
 ]
 
-#: Neuromorphometrics label names of the regions where AD atrophy shows first
-#: (medial temporal lobe) and of the ventricles that widen as the brain shrinks.
-ATROPHY_REGIONS = r"Hippocampus|Amygdala|Ent_entorhinal|Lateral_Ventricle|Inf_Lat_Vent"
-
 #: Neuromorphometrics cortical labels (``Right_ACgG_anterior_cingulate_gyrus`` ...: an
 #: abbreviation followed by a lower-case description; ``(?-i:...)`` keeps that case-sensitive
-#: under :meth:`~nbutils.anatomy.Atlas.index_of`); the synthetic AD effect also thins them.
+#: under :meth:`~nbutils.anatomy.Atlas.index_of`). The AD target regions are
+#: :data:`nbutils.anatomy.AD_TARGET_PATTERN`.
 CORTEX_REGIONS = r"^(Right|Left)_[A-Za-z]+_(?-i:[a-z])"
 
 

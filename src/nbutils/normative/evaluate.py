@@ -34,6 +34,7 @@ __all__ = [
     "StabilityResult",
     "ad_localisation",
     "age_matched_auc",
+    "detection_by_class",
     "detection_summary",
     "false_positive_clusters",
     "healthy_thresholds",
@@ -388,6 +389,56 @@ def lesion_wise(
         seg = np.stack([binarise(v, thresholds[name], min_size) & mask for v in np.asarray(s)])
         frames.append(lesion_detection(seg, truth, voxel_volume_mm3, subjects=subjects).assign(method=name))
     return pd.concat(frames, ignore_index=True)
+
+
+def detection_by_class(
+    scores: dict[str, np.ndarray],
+    thresholds: Mapping[float, dict[str, float]],
+    truth: np.ndarray,
+    classes: Sequence[str],
+    mask: np.ndarray,
+    min_size: int = 0,
+) -> pd.DataFrame:
+    """:func:`detection_summary` per lesion class and healthy-FPR threshold, beside chance and the Dice ceiling.
+
+    Parameters
+    ----------
+    scores : dict
+        Method -> post-processed score maps ``(N, X, Y, Z)`` of the lesion scans.
+    thresholds : mapping
+        Healthy voxel FPR -> (method -> threshold), from :func:`healthy_thresholds`.
+    truth : bool array ``(N, X, Y, Z)``
+    classes : sequence of str
+        Lesion class of each scan; ``"all"`` rows pool every scan.
+    mask : array ``(X, Y, Z)``
+        The analysis mask.
+
+    Returns
+    -------
+    DataFrame
+        One row per class, FPR and method: ``n_scans``, ``auprc``, ``auprc_chance``
+        (the lesion-voxel prevalence: a random score's AUPRC), ``best_dice``,
+        ``dice_at_fpr`` (mean over scans), ``dice_ceiling`` (mean over scans of the
+        best Dice a perfectly sensitive method could reach with that FPR's false
+        positives, :func:`nbutils.evaluation.scan_dice_ceiling`), ``threshold``.
+    """
+    from nbutils.evaluation import scan_dice_ceiling
+
+    mask, truth, classes = np.asarray(mask) > 0, np.asarray(truth) > 0, np.asarray(classes)
+    rows = []
+    for cls in ["all", *sorted(set(classes))]:
+        keep = np.ones(len(classes), bool) if cls == "all" else classes == cls
+        sub = {k: np.asarray(v)[keep] for k, v in scores.items()}
+        chance = float(truth[keep][:, mask].mean())
+        for fpr, thr in thresholds.items():
+            summary, _ = detection_summary(sub, thr, truth[keep], mask, min_size)
+            ceiling = float(np.mean(scan_dice_ceiling(truth[keep], mask, fpr)))
+            for r in summary.itertuples():
+                rows.append({"class": cls, "fpr": fpr, "method": r.method, "n_scans": int(keep.sum()),
+                             "auprc": r.auprc, "auprc_chance": chance, "best_dice": r.best_dice,
+                             "dice_at_fpr": r.dice_at_threshold, "dice_ceiling": ceiling,
+                             "threshold": r.threshold})
+    return pd.DataFrame(rows)
 
 
 def false_positive_clusters(
