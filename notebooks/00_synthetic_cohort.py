@@ -124,8 +124,11 @@ save_figure(fig, P.reports_dir, STEM, "priors")
 # 2. **structure fields** `∇(G_σ * 1_structure)` around the hippocampi, amygdalae, entorhinal and
 #    parahippocampal cortices and the ventricles, whose amplitudes are *solved* (secant iterations) so the
 #    measured volumes equal the requested ones: ageing shrinks the medial temporal lobe and enlarges the
-#    ventricles, AD/MCI add a per-subject `severity`;
-# 3. cortical **grey-matter thinning** into sulcal CSF with age;
+#    ventricles, AD/MCI add a per-subject `severity`. The volume the hippocampus and amygdala lose is
+#    **replaced by CSF** (the temporal horn and the choroidal fissure widen), as in real atrophy;
+# 3. cortical **grey-matter thinning** into sulcal CSF: with age mostly frontal and insular, with AD in the
+#    AD signature (medial and lateral temporal, inferior parietal, precuneus, posterior cingulate;
+#    Dickerson et al. 2009) — MCI the same pattern, milder;
 # 4. a tumour's **mass effect** (below); then the scanner (contrast curve, blur, Rician noise).
 #
 # Below: the same subject at 25 and at 80 years, then with AD-like atrophy.
@@ -401,6 +404,9 @@ metrics
 #   requested and achieved structure changes and (native) the true transform to MNI.
 # * The requested hippocampal shrink is reproduced to within about half a percent of the volume; ventricles
 #   grow with age.
+# * Atrophy is tissue replaced by CSF, so AD darkens the hippocampus and amygdala in MNI space against
+#   age-matched controls (section 9 gives the effect sizes of this run); the disease parameters were fixed
+#   from the literature before any model saw the cohort.
 #
 # ## What to read next
 #
