@@ -375,6 +375,8 @@ write_metrics(P.reports_dir, STEM, {
 #   *evaluate*.
 # - The autoencoder is compared with two network-free baselines in one table; read the numbers above
 #   before believing any deep-learning claim — on this synthetic cohort as on real data.
+# - Voxel Dice at a healthy FPR has a ceiling set by the false positives that FPR allows; lesion-wise
+#   sensitivity with the false-positive clusters beside it, and AUPRC beside its chance level, say more.
 # - Retraining on other healthy reference scans shows how stable the regional profiles are.
 #
 # ## What to read next

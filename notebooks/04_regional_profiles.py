@@ -27,8 +27,8 @@
 # - aggregate voxel z within atlas regions (mean and 95th percentile) and z-score the region
 #   scores against a healthy reference distribution;
 # - read a profile against normative ranges and summarise it in a total deviation;
-# - check the profiles against known disease patterns (Alzheimer's disease: hippocampus and
-#   ventricles) and by AUC against controls;
+# - check the profiles against known disease patterns (the pre-specified AD target regions) beside the
+#   chance level of a random ranking, and by AUC against **age-matched** controls;
 # - write a standalone single-subject report with `nbutils report` and time single-subject inference.
 #
 # | Prerequisites | |
@@ -275,8 +275,9 @@ write_metrics(P.reports_dir, STEM, {
 #
 # - Atlas aggregation turns voxel maps into a per-region profile with normative ranges and a single
 #   total deviation — the form in which single-subject results are read.
-# - Checking profiles against known disease patterns and by AUC against controls is what separates
-#   a plausible map from a useful one; read the numbers above for this cohort.
+# - Checking profiles against pre-specified disease regions *beside chance*, and against controls of the
+#   same age, is what separates a useful map from a plausible-looking one; read the numbers above for
+#   this cohort.
 # - The report carries its provenance: which model, trained on what, compared with whom.
 #
 # ## What to read next
