@@ -127,19 +127,23 @@ def group_effects(
     groups: tuple[str, ...] = ("AD", "MCI"),
     reference: str = "CN",
     margin_years: float = AGE_MATCH_MARGIN_YEARS,
+    column: str = "mean_z",
 ) -> pd.DataFrame:
     """Each patient group vs age-matched reference subjects, per region (Hedges' g, 95 % CI).
 
     Parameters
     ----------
     values : pandas.DataFrame
-        Output of :func:`regional_intensity`.
+        Output of :func:`regional_intensity`, or any long table with ``region``,
+        ``diagnosis``, ``age`` and the ``column`` compared.
     groups : tuple of str
         Diagnoses to compare (skipped when absent).
     reference : str
         The control diagnosis.
     margin_years : float
         Controls are those aged within the group's ``[min, max]`` age ± this.
+    column : str
+        The measure compared (default the mean standardised intensity).
 
     Returns
     -------
@@ -155,11 +159,11 @@ def group_effects(
             if pat.empty:
                 continue
             matched = ref[age_matched(ref["age"].to_numpy(), pat["age"].to_numpy(), margin_years)]
-            eff = hedges_g(pat["mean_z"].to_numpy(), matched["mean_z"].to_numpy())
+            eff = hedges_g(pat[column].to_numpy(), matched[column].to_numpy())
             rows.append({
                 "region": region, "group": group, "n_group": len(pat), "n_reference": len(matched),
                 "reference_age_min": matched["age"].min(), "reference_age_max": matched["age"].max(),
-                "mean_group": pat["mean_z"].mean(), "mean_reference": matched["mean_z"].mean(),
+                "mean_group": pat[column].mean(), "mean_reference": matched[column].mean(),
                 "hedges_g": eff.g, "ci_low": eff.ci_low, "ci_high": eff.ci_high,
                 "matching": f"{reference} aged within the {group} age range ± {margin_years:g} y",
             })
