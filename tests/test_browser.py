@@ -70,6 +70,11 @@ class LabData:
     def screenshots(self) -> Path:
         return self.reports / "screenshots"
 
+    @property
+    def notebook_seconds(self) -> float:
+        """How long the explorer notebook may take in JupyterLab (quick: stability retrains included)."""
+        return 300.0 if self.profile == "smoke" else 1200.0
+
 
 @pytest.fixture(scope="module")
 def lab_data(request) -> LabData:
@@ -162,11 +167,11 @@ def page(lab_server, lab_data):
             pg.click("#jp-MainMenu .lm-MenuBar-itemLabel:text-is('Run')")
             pg.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
             try:
-                pg.wait_for_selector(".nbutils-explorer", timeout=300_000)
+                pg.wait_for_selector(".nbutils-explorer", timeout=lab_data.notebook_seconds * 1000)
             except Exception:
                 pg.screenshot(path=str(SCREENSHOTS / "explorer_not_rendered.png"))
                 raise
-            _wait_kernel_idle(pg, timeout=300.0)  # the cells after the explorer (stability retrains) finish
+            _wait_kernel_idle(pg, timeout=lab_data.notebook_seconds)  # the cells after the explorer finish
             pg.locator(".nbutils-explorer").scroll_into_view_if_needed()
             time.sleep(1.0)
             pg.screenshot(path=str(SCREENSHOTS / "jupyterlab_explorer.png"))
