@@ -129,6 +129,7 @@ plt.show()
 
 # %%
 from nbutils.anatomy import ad_target_regions
+from nbutils.evaluation import AGE_MATCH_MARGIN_YEARS
 from nbutils.normative.evaluate import ad_localisation, age_matched_auc, target_composite
 
 targets = ad_target_regions(list(profiles.columns))
@@ -258,7 +259,7 @@ write_metrics(P.reports_dir, STEM, {
     "ad_target_in_top_k_rate": ad_hits["hit_rate"],
     "ad_target_in_top_k_chance": ad_hits["chance"],
     "ad_target_in_top_k_p_value": ad_hits["p_value"],
-    "age_matching": "CN aged within the patient group's age range +- 5 years",
+    "age_matching": f"CN aged within the patient group's age range +- {AGE_MATCH_MARGIN_YEARS:g} years",
     **{f"{group.lower()}_vs_age_matched_cn_{score}_auc": {k: float(v) for k, v in row.items()}
        for (score, group), row in separation.iterrows()},
     "median_by_group": {c: medians[c].to_dict() for c in medians},

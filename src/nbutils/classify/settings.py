@@ -9,12 +9,9 @@ with :meth:`ClassifierSettings.from_overrides`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import pandas as pd
 
 __all__ = ["ClassifierSettings"]
 
@@ -79,7 +76,3 @@ class ClassifierSettings:
         from nbutils.params import check_parameters
 
         return cls(**check_parameters(cls, dict(overrides), require_all=False))
-
-    def table(self) -> pd.DataFrame:
-        """One row per setting, for the notebook to show."""
-        return pd.DataFrame({"value": {k: str(v) for k, v in dataclasses.asdict(self).items()}})

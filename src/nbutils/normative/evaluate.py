@@ -25,8 +25,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nbutils.evaluation import (
+    AGE_MATCH_MARGIN_YEARS,
+    age_matched,
+    auc_with_ci,
+    false_positive_components,
+    lesion_detection,
+    scan_dice_ceiling,
+    topk_chance,
+    topk_hit,
+    topk_summary,
+)
+
 from .deviation import auprc, best_dice, binarise, dice, postprocess, threshold_at_fpr
 from .pipeline import build_normative_model, deviation_maps, postprocessed_scores, regional_profiles
+from .regional import top_regions
 from .stats import NormativeStats
 
 __all__ = [
@@ -41,6 +54,7 @@ __all__ = [
     "lesion_wise",
     "method_scores",
     "profile_correlation",
+    "segment",
     "stability_study",
     "target_composite",
 ]
@@ -102,6 +116,13 @@ def detection_summary(
             "dice_at_threshold": float(np.mean(dices)), "threshold": thresholds[name],
         })  # fmt: skip
     return pd.DataFrame(rows), pd.DataFrame(per)
+
+
+def segment(scores: np.ndarray, threshold: float, mask: np.ndarray, min_size: int = 0) -> np.ndarray:
+    """Binary segmentations ``(N, X, Y, Z)`` of score maps: above ``threshold``, inside ``mask``,
+    components smaller than ``min_size`` removed."""
+    mask = np.asarray(mask) > 0
+    return np.stack([binarise(v, threshold, min_size) & mask for v in np.asarray(scores)])
 
 
 #: Detection methods compared in notebook 03, baselines first (Meissen et al. 2021).
@@ -297,8 +318,6 @@ def ad_localisation(profiles: pd.DataFrame, targets: Sequence[str], k: int = 5) 
     per_subject : DataFrame
         ``top regions`` and ``hit`` per subject.
     """
-    from nbutils.evaluation import topk_chance, topk_hit, topk_summary
-
     targets = [t for t in targets if t in profiles.columns]
     if not targets:
         raise ValueError("none of the target regions is a column of the profiles")
@@ -307,8 +326,7 @@ def ad_localisation(profiles: pd.DataFrame, targets: Sequence[str], k: int = 5) 
     n_regions = int(profiles.notna().any().sum())
     summary = topk_summary(hits, topk_chance(n_regions, len(targets), k))
     summary.update(n_regions=n_regions, n_targets=len(targets), k=k)
-    order = np.argsort(np.where(scores.isna(), np.inf, -scores.to_numpy()), axis=1, kind="stable")[:, :k]
-    tops = [", ".join(profiles.columns[o]) for o in order]
+    tops = [", ".join(top_regions(row, profiles.columns, k)) for row in profiles.to_numpy()]
     return summary, pd.DataFrame({"top regions": tops, "hit": hits}, index=profiles.index)
 
 
@@ -341,8 +359,6 @@ def age_matched_auc(
         ``auc``, ``ci_low``, ``ci_high`` (95 %, stratified bootstrap), ``n_case``,
         ``n_control`` (after matching), ``n_control_all``, ``margin_years``.
     """
-    from nbutils.evaluation import AGE_MATCH_MARGIN_YEARS, age_matched, auc_with_ci
-
     margin = AGE_MATCH_MARGIN_YEARS if margin is None else margin
     scores, dx, age = np.asarray(scores, float), np.asarray(diagnosis), np.asarray(age, float)
     cases, controls = dx == case, dx == control
@@ -381,12 +397,10 @@ def lesion_wise(
         One row per method and lesion (see :func:`nbutils.evaluation.lesion_detection`)
         plus ``method``.
     """
-    from nbutils.evaluation import lesion_detection
-
     mask = np.asarray(mask) > 0
     frames = []
     for name, s in scores.items():
-        seg = np.stack([binarise(v, thresholds[name], min_size) & mask for v in np.asarray(s)])
+        seg = segment(s, thresholds[name], mask, min_size)
         frames.append(lesion_detection(seg, truth, voxel_volume_mm3, subjects=subjects).assign(method=name))
     return pd.concat(frames, ignore_index=True)
 
@@ -422,8 +436,6 @@ def detection_by_class(
         best Dice a perfectly sensitive method could reach with that FPR's false
         positives, :func:`nbutils.evaluation.scan_dice_ceiling`), ``threshold``.
     """
-    from nbutils.evaluation import scan_dice_ceiling
-
     mask, truth, classes = np.asarray(mask) > 0, np.asarray(truth) > 0, np.asarray(classes)
     rows = []
     for cls in ["all", *sorted(set(classes))]:
@@ -451,12 +463,10 @@ def false_positive_clusters(
     DataFrame
         Columns ``method``, ``scan`` (position), ``components``, ``voxels``.
     """
-    from nbutils.evaluation import false_positive_components
-
     mask = np.asarray(mask) > 0
     rows = []
     for name, s in healthy_scores.items():
-        seg = np.stack([binarise(v, thresholds[name], min_size) & mask for v in np.asarray(s)])
+        seg = segment(s, thresholds[name], mask, min_size)
         comps = np.atleast_1d(false_positive_components(seg))
         rows += [{"method": name, "scan": i, "components": int(c), "voxels": int(seg[i].sum())}
                  for i, c in enumerate(comps)]
