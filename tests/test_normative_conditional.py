@@ -1,0 +1,93 @@
+"""The age/sex/site-conditional reference: voxel norm and PCNtoolkit regional model."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbutils.normative.conditional import (
+    MissingCovariatesWarning,
+    RegionalModel,
+    choose_terms,
+    fit_conditional_voxel_norm,
+    fit_regional_model,
+)
+
+SHAPE = (7, 8, 9)
+
+
+def _covariates(rng, n):
+    return pd.DataFrame({"age": rng.uniform(20, 85, n), "sex": rng.choice(["F", "M"], n),
+                         "site": rng.choice(["siteA", "siteB"], n)})
+
+
+def _maps(rng, cov, slope=0.05):
+    """Healthy maps whose mean falls with age (0.05 per year) and whose noise grows with age."""
+    age = cov["age"].to_numpy()[:, None, None, None]
+    noise = rng.normal(0, 1, (len(cov), *SHAPE)) * (0.5 + age / 85)
+    return (-slope * (age - 50) + noise).astype(np.float32)
+
+
+def test_choose_terms_grows_with_reference_size():
+    assert choose_terms(6, 2, 3) == []
+    assert choose_terms(8, 2, 3) == ["age"]
+    assert choose_terms(40, 2, 3) == ["age", "sex", "site", "age2"]
+
+
+def test_conditional_voxel_norm_removes_the_age_effect_that_the_unconditional_one_keeps():
+    rng = np.random.default_rng(0)
+    mask = np.ones(SHAPE, bool)
+    ref = _covariates(rng, 60)
+    norm, loo = fit_conditional_voxel_norm(_maps(rng, ref), mask, ref, sigma=0, map_sigma=0)
+    assert np.mean(np.abs(loo) > 1.96) == pytest.approx(0.05, abs=0.005)  # calibrated
+    old = pd.DataFrame({"age": [84.0] * 20, "sex": ["F"] * 20, "site": ["siteA"] * 20})
+    maps = _maps(rng, old)
+    z_cond = norm.z(maps, old)
+    with pytest.warns(MissingCovariatesWarning, match="unconditional"):
+        z_uncond = norm.z(maps, None)
+    assert abs(z_cond.mean()) < 0.25  # like people of their age
+    assert z_uncond.mean() < -0.8  # an 84-year-old looks deviant against all ages
+    assert 0.02 < np.mean(np.abs(z_cond) > 1.96) < 0.09
+
+
+def test_unknown_site_warns_and_uses_the_average_site_effect():
+    rng = np.random.default_rng(1)
+    ref = _covariates(rng, 40)
+    norm, _ = fit_conditional_voxel_norm(_maps(rng, ref), np.ones(SHAPE, bool), ref)
+    new = pd.DataFrame({"age": [50.0], "sex": ["F"], "site": ["siteZ"]})
+    with pytest.warns(MissingCovariatesWarning, match="siteZ"):
+        z = norm.z(_maps(rng, new)[0], new)
+    assert z.shape == SHAPE and np.isfinite(z).all()
+
+
+def test_regional_model_conditional_z_centiles_and_round_trip(tmp_path):
+    rng = np.random.default_rng(2)
+    ref = _covariates(rng, 40)
+    regions = pd.DataFrame({"index": [3, 5], "name": ["hippocampus", "cortex"],
+                            "hemisphere": ["L", "L"], "n_voxels": [10, 20]})
+    age = ref["age"].to_numpy()
+    scores = np.column_stack([-0.04 * (age - 50) + rng.normal(0, 0.5, 40), rng.normal(0, 1, 40)])
+    model = fit_regional_model(scores, ref, regions, nknots=3)
+    z = model.z(scores, ref)
+    assert abs(np.corrcoef(z[:, 0], age)[0, 1]) < 0.2  # the age trend is modelled
+    assert 0.7 < z[:, 0].std() < 1.3
+    # a young subject with an old subject's hippocampus is abnormal; an old one is not
+    new = pd.DataFrame({"age": [25.0, 80.0], "sex": ["F", "F"], "site": ["siteA", "siteA"]})
+    z_new = model.z(np.array([[-1.2, 0.0], [-1.2, 0.0]]), new)
+    assert z_new[0, 0] < -2 and abs(z_new[1, 0]) < 1.5
+    curves = model.centiles("hippocampus", np.linspace(25, 80, 5), "F", "siteA")
+    assert list(curves.columns) == ["age", "5", "25", "50", "75", "95"]
+    assert (np.diff(curves["50"]) < 0).all()  # median falls with age
+    assert (curves["95"] > curves["5"]).all()
+    model.save(tmp_path / "regional")
+    again = RegionalModel.load(tmp_path / "regional")
+    np.testing.assert_allclose(again.z(scores[:3], ref.head(3)), z[:3], rtol=1e-6)
+    with pytest.raises(KeyError, match="amygdala"):
+        model.centiles("amygdala", [50.0], "F", "siteA")
+
+
+def test_regional_model_refuses_too_few_subjects():
+    rng = np.random.default_rng(3)
+    ref = _covariates(rng, 5)
+    regions = pd.DataFrame({"index": [1], "name": ["a"], "hemisphere": ["L"], "n_voxels": [5]})
+    with pytest.raises(ValueError, match="too few"):
+        fit_regional_model(rng.normal(size=(5, 1)), ref, regions)
