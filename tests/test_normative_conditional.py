@@ -37,8 +37,9 @@ def test_conditional_voxel_norm_removes_the_age_effect_that_the_unconditional_on
     rng = np.random.default_rng(0)
     mask = np.ones(SHAPE, bool)
     ref = _covariates(rng, 60)
-    norm, loo = fit_conditional_voxel_norm(_maps(rng, ref), mask, ref, sigma=0, map_sigma=0)
+    norm, loo, fb_loo = fit_conditional_voxel_norm(_maps(rng, ref), mask, ref, sigma=0, map_sigma=0)
     assert np.mean(np.abs(loo) > 1.96) == pytest.approx(0.05, abs=0.005)  # calibrated
+    assert np.mean(np.abs(fb_loo) > 1.96) == pytest.approx(0.05, abs=0.005)
     old = pd.DataFrame({"age": [84.0] * 20, "sex": ["F"] * 20, "site": ["siteA"] * 20})
     maps = _maps(rng, old)
     z_cond = norm.z(maps, old)
@@ -52,7 +53,7 @@ def test_conditional_voxel_norm_removes_the_age_effect_that_the_unconditional_on
 def test_unknown_site_warns_and_uses_the_average_site_effect():
     rng = np.random.default_rng(1)
     ref = _covariates(rng, 40)
-    norm, _ = fit_conditional_voxel_norm(_maps(rng, ref), np.ones(SHAPE, bool), ref)
+    norm, _, _ = fit_conditional_voxel_norm(_maps(rng, ref), np.ones(SHAPE, bool), ref)
     new = pd.DataFrame({"age": [50.0], "sex": ["F"], "site": ["siteZ"]})
     with pytest.warns(MissingCovariatesWarning, match="siteZ"):
         z = norm.z(_maps(rng, new)[0], new)

@@ -246,7 +246,7 @@ def fit_conditional_voxel_norm(
     min_sd_quantile: float = 0.05,
     calibrate: bool = True,
     terms: list[str] | None = None,
-) -> tuple[ConditionalVoxelNorm, np.ndarray]:
+) -> tuple[ConditionalVoxelNorm, np.ndarray, np.ndarray]:
     """Fit the conditional voxel norm on healthy reference maps; also return their leave-one-out z.
 
     Parameters
@@ -266,9 +266,10 @@ def fit_conditional_voxel_norm(
 
     Returns
     -------
-    (ConditionalVoxelNorm, array ``(N, X, Y, Z)``)
-        The norm and each reference subject's z-map against the mean fitted
-        without it (closed-form leave-one-out of the regression).
+    (ConditionalVoxelNorm, array ``(N, X, Y, Z)``, array ``(N, X, Y, Z)``)
+        The norm, each reference subject's z-map against the mean fitted
+        without it (closed-form leave-one-out of the regression), and the same
+        against the unconditional fallback norm (leave-one-out).
     """
     from .deviation import fit_voxel_norm, leave_one_out_z
 
@@ -309,11 +310,12 @@ def fit_conditional_voxel_norm(
         scale = _calibration(loo_z[:, mask])
         fb_scale = _calibration(fb_z[:, mask])
         loo_z /= scale
+        fb_z /= fb_scale
         fallback = VoxelNorm(fallback.mean, (fallback.sd * fb_scale).astype(np.float32), mask,
                              fallback.sigma, fallback.n)  # fmt: skip
     norm = ConditionalVoxelNorm(mean_coef, logvar_coef, design, mask, float(sigma), floor, scale, n,
                                 fallback)
-    return norm, loo_z
+    return norm, loo_z, fb_z
 
 
 def _calibration(z: np.ndarray) -> float:

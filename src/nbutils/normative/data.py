@@ -25,8 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 __all__ = [
     "NormativeDataModule",
     "VolumeDataset",
+    "assign_folds",
     "assign_splits",
     "balanced_order",
+    "fold_table",
     "grid_for_shape",
     "load_volume",
     "load_volumes",
@@ -191,6 +193,48 @@ def redraw_reference(
     rest = table["split"] != "test"
     table.loc[rest, "split"] = np.where(table.loc[rest, "participant_id"].isin(val), "val", "train")
     return table
+
+
+def assign_folds(
+    table: pd.DataFrame, n_folds: int, seed: int = 0, stratify: Sequence[str] = STRATIFY
+) -> pd.DataFrame:
+    """Cross-fitting folds of the healthy reference: every non-test healthy subject gets one.
+
+    The reference (all subjects not in the ``test`` split) is cut into
+    ``n_folds`` folds balanced on ``stratify``; the model of fold *k* trains on
+    the other folds, so every reference subject gets an out-of-sample residual.
+    Test rows get fold ``-1``.
+
+    Returns
+    -------
+    DataFrame
+        A copy with a ``fold`` column (and ``split`` rewritten: fold 0 is
+        ``val``, the rest ``train``, which is what a single model would use).
+    """
+    if "split" not in table.columns:
+        raise ValueError("table has no 'split' column; split it with assign_splits first")
+    if n_folds < 2:
+        raise ValueError(f"cross-fitting needs n_folds >= 2, got {n_folds}")
+    table = table.copy()
+    ref = table["split"] != "test"
+    subjects = np.array(sorted(table.loc[ref, "participant_id"].unique()))
+    if len(subjects) < 2 * n_folds:
+        raise ValueError(f"{len(subjects)} reference subjects cannot fill {n_folds} folds of >= 2")
+    order = balanced_order(_strata(table[ref], subjects, stratify), np.random.default_rng([seed, 3]))
+    fold_of = {subjects[i]: rank % n_folds for rank, i in enumerate(order)}
+    table["fold"] = table["participant_id"].map(fold_of).where(ref, -1).astype(int)
+    table.loc[ref, "split"] = np.where(table.loc[ref, "fold"] == 0, "val", "train")
+    return table
+
+
+def fold_table(table: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The split table of cross-fitting member ``k``: fold ``k`` validates, other folds train."""
+    if "fold" not in table.columns:
+        raise ValueError("table has no 'fold' column; add one with assign_folds")
+    out = table.copy()
+    ref = out["fold"] >= 0
+    out.loc[ref, "split"] = np.where(out.loc[ref, "fold"] == k, "val", "train")
+    return out
 
 
 def grid_for_shape(shape: Sequence[int]):

@@ -17,7 +17,7 @@ import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
-__all__ = ["ConvAutoencoder", "NormativeAutoencoder", "reconstruct"]
+__all__ = ["ConvAutoencoder", "EnsembleAutoencoder", "NormativeAutoencoder", "members_of", "reconstruct"]
 
 
 class ConvAutoencoder(nn.Module):
@@ -209,6 +209,29 @@ class NormativeAutoencoder(pl.LightningModule):
         return torch.optim.AdamW(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
+
+
+class EnsembleAutoencoder(nn.Module):
+    """Autoencoders trained on different cross-fitting folds, used together.
+
+    ``forward`` returns the mean reconstruction (for display); deviation maps
+    average the members' z-maps (:func:`nbutils.normative.pipeline.deviation_maps`),
+    and the spread of the members' z is the ensemble's uncertainty.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
+def members_of(model: nn.Module) -> list[nn.Module]:
+    """The member models of an ensemble, or ``[model]``."""
+    return list(model.members) if isinstance(model, EnsembleAutoencoder) else [model]
 
 
 def reconstruct(

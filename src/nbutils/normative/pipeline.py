@@ -18,12 +18,14 @@ models is :mod:`nbutils.normative.evaluate`.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .conditional import MissingCovariatesWarning
 from .deviation import (
     VoxelNorm,
     binarise,
@@ -42,8 +44,11 @@ __all__ = [
     "analyse_volume",
     "atlas_arrays",
     "build_normative_model",
+    "covariates_of",
     "deviation_maps",
     "fit_normative_stats",
+    "member_z_maps",
+    "normative_stats_from_residuals",
     "postprocessed_scores",
     "regional_profiles",
 ]
@@ -69,8 +74,34 @@ def postprocessed_scores(z: np.ndarray, mask: np.ndarray, post: dict) -> np.ndar
 def fit_normative_stats(
     model,
     val_volumes: np.ndarray,
-    train_volumes: np.ndarray,
+    train_volumes: np.ndarray | None,
     mask: np.ndarray,
+    *,
+    covariates: pd.DataFrame | None = None,
+    progress: bool = False,
+    **options,
+) -> NormativeStats:
+    """Normative statistics of one trained model from held-out healthy scans.
+
+    The residuals of ``val_volumes`` (not trained on) define the reference; see
+    :func:`normative_stats_from_residuals` for ``covariates`` and ``options``.
+    ``train_volumes`` is accepted for backward compatibility and unused: the
+    intensity baseline now uses the same reference scans, with leave-one-out
+    thresholds.
+    """
+    from .deviation import residual
+    from .model import reconstruct
+
+    mask = np.asarray(mask) > 0
+    res = residual(val_volumes, reconstruct(model, val_volumes, progress=progress), mask)
+    return normative_stats_from_residuals(res, val_volumes, mask, covariates, **options)
+
+
+def normative_stats_from_residuals(
+    residuals: np.ndarray,
+    volumes: np.ndarray,
+    mask: np.ndarray,
+    covariates: pd.DataFrame | None = None,
     *,
     atlas: str = "neuromorphometrics",
     resolution: float = 2.0,
@@ -82,21 +113,23 @@ def fit_normative_stats(
     min_region_voxels: int = 5,
     calibrate: bool = True,
     provenance: dict | None = None,
-    progress: bool = False,
 ) -> NormativeStats:
-    """Normative statistics of a trained model from healthy scans only.
+    """Normative statistics from out-of-sample residuals of healthy reference subjects.
 
     Parameters
     ----------
-    model : torch.nn.Module
-        Trained autoencoder.
-    val_volumes : array ``(N, X, Y, Z)``
-        Held-out healthy validation scans (not trained on). Their residuals
-        define the voxel norm; leave-one-out z-maps (N >= 3) set the thresholds
-        at 1 % / 5 % voxel FPR and the regional reference distribution.
-    train_volumes : array ``(M, X, Y, Z)``
-        Healthy training scans: the intensity norm of the no-network baseline.
+    residuals : array ``(N, X, Y, Z)``
+        One out-of-sample residual map per healthy reference subject (held-out
+        validation scans, or cross-fitted: each from the model that did not
+        train on it).
+    volumes : array ``(N, X, Y, Z)``
+        The same subjects' scans: the no-network intensity baseline.
     mask : array ``(X, Y, Z)``
+    covariates : DataFrame, optional
+        ``age``, ``sex``, ``site`` of the N subjects. With them the voxel norms
+        are conditional (:func:`~nbutils.normative.conditional.fit_conditional_voxel_norm`)
+        and, with enough subjects, the regional reference is a PCNtoolkit model;
+        the unconditional norms are kept as the fallback.
     atlas, resolution : str, float
         Atlas for the regional reference, on the standard grid at ``resolution``.
     atlas_data : (labels, regions), optional
@@ -110,37 +143,53 @@ def fit_normative_stats(
     min_region_voxels : int
         Smaller regions are left out of the profile.
     calibrate : bool
-        Scale the residual SD map by one factor so that 5 % of the healthy
+        Scale the SD maps by one factor so that 5 % of the healthy
         leave-one-out ``|z|`` exceed 1.96 (stored as ``calibration_factor``).
     provenance : dict, optional
         Stored with the statistics (checkpoint, data source, ...).
     """
-    from .deviation import residual
-    from .model import reconstruct
+    from .conditional import (
+        MIN_REGIONAL_SUBJECTS,
+        fit_conditional_voxel_norm,
+        fit_regional_model,
+        missing_covariates,
+    )
 
     post = {**DEFAULT_POSTPROCESSING, **(postprocessing or {})}
     mask = np.asarray(mask) > 0
-    recon = reconstruct(model, val_volumes, progress=progress)
-    res = residual(val_volumes, recon, mask)
-    norm = fit_voxel_norm(res, mask, sigma, map_sigma)
-    if len(val_volumes) >= 3:
-        ref_z = leave_one_out_z(res, mask, sigma, map_sigma)
-    else:  # too few for leave-one-out: in-sample (optimistic) reference
-        ref_z = norm.z(res)
-    # Calibration on healthy data only: with few reference subjects z has heavier tails
-    # than N(0, 1); one global factor makes 5 % of leave-one-out |z| exceed 1.96.
-    factor = 1.0
-    if calibrate:
-        factor = max(float(np.quantile(np.abs(ref_z[:, mask]), 0.95)) / 1.959964, 1e-3)
-        norm = VoxelNorm(norm.mean, (norm.sd * factor).astype(np.float32), mask, norm.sigma, norm.n)
-        ref_z = ref_z / factor
+    residuals = np.asarray(residuals, dtype=np.float32)
+    volumes = np.asarray(volumes, dtype=np.float32)
+    n = len(residuals)
+    cond_res = cond_int = regional_model = None
+    if covariates is not None and not missing_covariates(covariates) and n >= 8:
+        cond_res, ref_z, fb_z = fit_conditional_voxel_norm(
+            residuals, mask, covariates, sigma, map_sigma, calibrate=calibrate)
+        cond_int, int_z, _ = fit_conditional_voxel_norm(
+            volumes, mask, covariates, sigma, map_sigma, calibrate=calibrate)
+        norm, intensity, factor = cond_res.fallback, cond_int.fallback, cond_res.scale
+    else:
+        norm, ref_z, factor = _unconditional(residuals, mask, sigma, map_sigma, calibrate)
+        intensity, int_z, _ = _unconditional(volumes, mask, sigma, map_sigma, calibrate)
+        fb_z = ref_z
     healthy = postprocessed_scores(ref_z, mask, post)
     thresholds = {f"fpr_{f:g}": threshold_at_fpr(healthy, mask, f) for f in FPRS}
-    intensity = fit_voxel_norm(train_volumes, mask, sigma, map_sigma)
+    baselines = {
+        "intensity": postprocess(np.abs(volumes), mask, post["median_size"], post["erode"]),
+        "voxel_z": postprocessed_scores(int_z, mask, post),
+    }
+    baseline_thresholds = {name: {f"fpr_{f:g}": threshold_at_fpr(s, mask, f) for f in FPRS}
+                           for name, s in baselines.items()}  # fmt: skip
     labels, regions = atlas_data if atlas_data is not None else atlas_arrays(atlas, resolution)
-    regional = fit_regional_reference(ref_z, labels, regions, mask, measure, min_region_voxels)
-    prov = {"n_validation": len(val_volumes), "n_train": len(train_volumes),
-            "calibration_factor": factor, **(provenance or {})}
+    regional = fit_regional_reference(fb_z, labels, regions, mask, measure, min_region_voxels)
+    if cond_res is not None and n >= MIN_REGIONAL_SUBJECTS:
+        raw = region_statistics(ref_z, labels, regional.regions["index"].to_numpy(), mask)
+        regional_model = fit_regional_model(raw[measure], covariates, regional.regions)
+    prov = {"n_reference": n, "calibration_factor": factor,
+            "conditional": cond_res is not None,
+            "covariate_terms": cond_res.design.terms if cond_res is not None else [],
+            "regional_model": "PCNtoolkit BLR (B-spline age; sex, site batch effects)"
+            if regional_model is not None else "unconditional",
+            **(provenance or {})}  # fmt: skip
     return NormativeStats(
         residual=norm,
         intensity=intensity,
@@ -150,31 +199,70 @@ def fit_normative_stats(
         atlas=atlas if atlas_data is None else "custom",
         resolution=float(resolution),
         provenance=prov,
+        conditional_residual=cond_res,
+        conditional_intensity=cond_int,
+        regional_model=regional_model,
+        baseline_thresholds=baseline_thresholds,
     )
 
 
-def deviation_maps(model, stats: NormativeStats, volumes: np.ndarray, progress: bool = False):
-    """Reconstructions and voxel z-maps of a stack of scans ``(N, X, Y, Z)``."""
-    from .deviation import residual
-    from .model import reconstruct
+def _unconditional(maps, mask, sigma, map_sigma, calibrate) -> tuple[VoxelNorm, np.ndarray, float]:
+    """Unconditional voxel norm, the reference's leave-one-out z-maps and the calibration factor."""
+    norm = fit_voxel_norm(maps, mask, sigma, map_sigma)
+    # with few reference subjects z has heavier tails than N(0, 1): one global factor
+    # makes 5 % of the leave-one-out |z| exceed 1.96 (healthy data only)
+    ref_z = leave_one_out_z(maps, mask, sigma, map_sigma) if len(maps) >= 3 else norm.z(maps)
+    factor = 1.0
+    if calibrate:
+        factor = max(float(np.quantile(np.abs(ref_z[:, mask]), 0.95)) / 1.959964, 1e-3)
+        norm = VoxelNorm(norm.mean, (norm.sd * factor).astype(np.float32), mask, norm.sigma, norm.n)
+    return norm, ref_z / factor, factor
 
-    recon = reconstruct(model, volumes, progress=progress)
-    z = stats.residual.z(residual(volumes, recon, stats.mask))
-    return recon, z
+
+def member_z_maps(
+    model, stats: NormativeStats, volumes: np.ndarray, covariates: pd.DataFrame | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean reconstruction ``(N, X, Y, Z)`` and each ensemble member's z-maps ``(K, N, X, Y, Z)``.
+
+    A single model is an ensemble of one. Every member is compared with the same
+    (cross-fitted) healthy reference, conditional on ``covariates`` when the
+    statistics allow it.
+    """
+    from .deviation import residual
+    from .model import members_of, reconstruct
+
+    volumes = np.asarray(volumes, dtype=np.float32)
+    use_cov = stats.uses_covariates(covariates)
+    recons, zs = [], []
+    for member in members_of(model):
+        recon = reconstruct(member, volumes, progress=progress)
+        res = residual(volumes, recon, stats.mask)
+        zs.append(stats.conditional_residual.z(res, covariates) if use_cov else stats.residual.z(res))
+        recons.append(recon)
+    return np.mean(recons, axis=0), np.stack(zs)
+
+
+def deviation_maps(
+    model, stats: NormativeStats, volumes: np.ndarray, covariates: pd.DataFrame | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reconstructions and voxel z-maps of a stack of scans ``(N, X, Y, Z)``.
+
+    ``covariates`` (``age``, ``sex``, ``site``; one row per scan) select the
+    healthy people each scan is compared with; without them a warning says the
+    unconditional reference is used. For an ensemble the z-map is the members' mean.
+    """
+    recon, zs = member_z_maps(model, stats, volumes, covariates, progress)
+    return recon, zs.mean(axis=0)
 
 
 def regional_profiles(
-    stats: NormativeStats, z: np.ndarray, labels: np.ndarray
+    stats: NormativeStats, z: np.ndarray, labels: np.ndarray, covariates: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Regional profiles ``(N, R)`` (a DataFrame with region names as columns) and total deviations."""
-    ref = stats.regional
-    raw = region_statistics(z, labels, ref.regions["index"].to_numpy(), stats.mask)
-    if np.ndim(z) == 3:
-        raw = {k: v[None] for k, v in raw.items()}
-    prof = ref.region_z(raw)
-    return pd.DataFrame(prof, columns=ref.regions["name"].tolist()), np.asarray(
-        ref.total_deviation(prof)
-    )
+    prof, totals, _ = stats.profiles(z, labels, covariates)
+    return pd.DataFrame(prof, columns=stats.regional.regions["name"].tolist()), totals
 
 
 @dataclass(frozen=True)
@@ -189,6 +277,8 @@ class SubjectDeviation:
     profile: pd.DataFrame
     total_deviation: float
     threshold: float
+    uncertainty: np.ndarray | None = None
+    conditional: bool = False
 
 
 def analyse_volume(
@@ -198,6 +288,7 @@ def analyse_volume(
     labels: np.ndarray | None = None,
     fpr: float = 0.05,
     segment: bool = True,
+    covariates: pd.DataFrame | dict | None = None,
 ) -> SubjectDeviation:
     """Deviation map, anomaly segmentation and regional profile of one preprocessed scan.
 
@@ -214,6 +305,10 @@ def analyse_volume(
     segment : bool
         Also post-process the score and threshold it (the median filter is the
         slowest step); otherwise ``score`` and ``segmentation`` are ``None``.
+    covariates : DataFrame or dict, optional
+        The subject's ``age``, ``sex`` and ``site``: compare with healthy people
+        like them. Without them (a warning says so) the unconditional reference
+        is used.
     """
     volume = np.asarray(volume, dtype=np.float32)
     if volume.shape != stats.mask.shape:
@@ -225,23 +320,57 @@ def analyse_volume(
         raise ValueError(f"no threshold at FPR {fpr}; have {sorted(stats.thresholds)}")
     if labels is None:
         labels, _ = atlas_arrays(stats.atlas, stats.resolution)
-    recon, z = deviation_maps(model, stats, volume[None])
-    recon, z = recon[0], z[0]
+    if isinstance(covariates, dict):
+        covariates = pd.DataFrame([covariates])
+    conditional = stats.uses_covariates(covariates)
+    cov = covariates if conditional else None
+    with warnings.catch_warnings():  # uses_covariates has warned once
+        warnings.simplefilter("ignore", MissingCovariatesWarning)
+        recon, zs = member_z_maps(model, stats, volume[None], cov)
+        recon, z = recon[0], zs[:, 0].mean(axis=0)
+        prof, totals, raw = stats.profiles(z, labels, cov)
+    uncertainty = zs[:, 0].std(axis=0) if len(zs) > 1 else None
     post = stats.postprocessing
     score = seg = None
     if segment:
         score = postprocessed_scores(z, stats.mask, post)
         seg = binarise(score, stats.thresholds[key], post["min_size"])
-    raw = region_statistics(z, labels, stats.regional.regions["index"].to_numpy(), stats.mask)
-    table = stats.regional.profile_table(raw)
-    total = float(stats.regional.total_deviation(table["profile"].to_numpy()))
-    return SubjectDeviation(volume, recon, z, score, seg, table, total, stats.thresholds[key])
+    table = stats.regional.profile_table({m: v[0] for m, v in raw.items()}, profile=prof[0])
+    total = float(totals[0])
+    return SubjectDeviation(volume, recon, z, score, seg, table, total, stats.thresholds[key],
+                            uncertainty, conditional)
+
+
+def covariates_of(table: pd.DataFrame) -> pd.DataFrame | None:
+    """The ``age``, ``sex``, ``site`` columns of a subject table (``None`` if any column is absent)."""
+    from .conditional import COVARIATES
+
+    if not all(c in table.columns for c in COVARIATES):
+        return None
+    return table[list(COVARIATES)].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """What :func:`build_normative_model` trained: one cross-fitted member per fold."""
+
+    out_dir: Path
+    best_checkpoint: Path
+    members: list
+    train_seconds: float
+    epochs: list[int]
+    best_val_loss: float
+
+    @property
+    def metrics_csv(self) -> list[Path]:
+        return [m.metrics_csv for m in self.members]
 
 
 def build_normative_model(
     table: pd.DataFrame,
     out_dir: str | os.PathLike,
     *,
+    n_folds: int = 2,
     model: dict | None = None,
     data: dict | None = None,
     max_epochs: int = 50,
@@ -257,40 +386,78 @@ def build_normative_model(
     data_source: str = "",
     progress: bool = True,
 ):
-    """Train the autoencoder, fit its normative statistics and save them next to the checkpoint.
+    """Cross-fit an ensemble of autoencoders, fit its normative statistics and save everything.
+
+    The healthy reference (every non-test healthy subject) is cut into
+    ``n_folds`` folds (:func:`~nbutils.normative.data.assign_folds`, unless
+    ``table`` already has a ``fold`` column — keep it to retrain on the same
+    reference). Member *k* trains on the other folds and early-stops on fold
+    *k*; its residuals of fold *k* are out-of-sample, so every reference subject
+    contributes one. The members together are the normative model
+    (``<out_dir>/ensemble.json``); the statistics (conditional on age, sex and
+    site when the table has them) are saved beside it.
 
     Returns
     -------
-    (TrainResult, NormativeStats, model)
+    (EnsembleResult, NormativeStats, EnsembleAutoencoder)
     """
-    from .data import NormativeDataModule, load_volumes
+    import json
+
+    from nbutils.io import write_json, write_table
+
+    from .data import NormativeDataModule, assign_folds, fold_table, load_volumes
+    from .deviation import residual
+    from .model import EnsembleAutoencoder, reconstruct
     from .stats import save_stats
     from .train import load_autoencoder, train_autoencoder
 
-    result = train_autoencoder(
-        table, out_dir, model=model, data=data, max_epochs=max_epochs, patience=patience,
-        seed=seed, accelerator=accelerator, devices=devices, strategy=strategy,
-        num_nodes=num_nodes, limit_train_batches=limit_train_batches, max_minutes=max_minutes,
-        progress=progress,
-    )
-    net = load_autoencoder(result.best_checkpoint)
-    subjects = pd.read_csv(Path(out_dir) / "subjects.tsv", sep="\t")
-    mask_source = (data or {}).get("mask")
-    dm = NormativeDataModule(subjects, mask=mask_source)
-    train = load_volumes(dm.rows("train")["path"], progress=progress)
-    val = load_volumes(dm.rows("val")["path"], progress=progress)
-    mask = dm._mask(train.shape[1:])
-    import json
-
-    training = json.loads((Path(out_dir) / "training.json").read_text())
+    out_dir = Path(out_dir)
+    if "fold" not in table.columns:
+        table = assign_folds(table, n_folds, seed)
+    n_folds = int(table["fold"].max()) + 1
+    members, results, residuals, volumes, rows = [], [], [], [], []
+    for k in range(n_folds):
+        result = train_autoencoder(
+            fold_table(table, k), out_dir / f"fold-{k}", model=model, data=data,
+            max_epochs=max_epochs, patience=patience, seed=seed * 100 + k, accelerator=accelerator,
+            devices=devices, strategy=strategy, num_nodes=num_nodes,
+            limit_train_batches=limit_train_batches, max_minutes=max_minutes, progress=progress,
+        )  # fmt: skip
+        net = load_autoencoder(result.best_checkpoint)
+        held_out = table[table["fold"] == k]
+        vols = load_volumes(held_out["path"], progress=progress)
+        mask = NormativeDataModule(table, mask=(data or {}).get("mask"))._mask(vols.shape[1:])
+        residuals.append(residual(vols, reconstruct(net, vols), mask))
+        volumes.append(vols)
+        rows.append(held_out)
+        members.append(net)
+        results.append(result)
+    reference = pd.concat(rows, ignore_index=True)
+    checkpoint = out_dir / "ensemble.json"
+    write_json(checkpoint, {"members": [str(r.best_checkpoint.relative_to(out_dir)) for r in results]})
+    write_table(out_dir / "subjects.tsv", table)
+    trainings = [json.loads((r.out_dir / "training.json").read_text()) for r in results]
+    training = {**{k: trainings[0][k] for k in ("model", "data", "max_epochs", "patience",
+                                                  "max_minutes", "accelerator")},
+                "n_folds": n_folds, "seed": seed,
+                "epochs": [t["epochs"] for t in trainings],
+                "stopped_by": sorted({t["stopped_by"] for t in trainings}),
+                "train_seconds": round(sum(t["train_seconds"] for t in trainings), 2),
+                "best_val_loss": float(np.mean([t["best_val_loss"] for t in trainings]))}  # fmt: skip
+    write_json(out_dir / "training.json", training)
     prov = {
-        "checkpoint": result.best_checkpoint.name,
+        "checkpoint": checkpoint.name,
         "data_source": data_source,
         "training": training,
-        "reference_subjects": dm.rows("val")["participant_id"].tolist(),
+        "reference_subjects": reference["participant_id"].tolist(),
+        "reference": f"{len(reference)} healthy subjects, cross-fitted over {n_folds} folds",
         "stats_options": stats_options or {},
     }
-    stats = fit_normative_stats(net, val, train, mask, provenance=prov, progress=progress,
-                                **(stats_options or {}))
-    save_stats(stats, result.best_checkpoint)
-    return result, stats, net
+    stats = normative_stats_from_residuals(
+        np.concatenate(residuals), np.concatenate(volumes), mask, covariates_of(reference),
+        provenance=prov, **(stats_options or {}),
+    )  # fmt: skip
+    save_stats(stats, checkpoint)
+    result = EnsembleResult(out_dir, checkpoint, results, training["train_seconds"],
+                            training["epochs"], training["best_val_loss"])
+    return result, stats, EnsembleAutoencoder(members).eval()

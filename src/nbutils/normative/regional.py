@@ -19,6 +19,7 @@ import pandas as pd
 __all__ = [
     "MEASURES",
     "RegionalReference",
+    "direction_of",
     "fit_regional_reference",
     "region_centroids",
     "region_statistics",
@@ -140,12 +141,14 @@ class RegionalReference:
         """Total deviation: mean squared profile, z-scored against healthy references."""
         return (self._raw_total(profile) - self.total_mean) / self.total_sd
 
-    def profile_table(self, stats: dict[str, np.ndarray]) -> pd.DataFrame:
+    def profile_table(self, stats: dict[str, np.ndarray], profile: np.ndarray | None = None) -> pd.DataFrame:
         """One subject's profile: a row per region, sorted by ``|profile|`` (largest first).
 
         Columns: ``index``, ``name``, ``hemisphere``, ``n_voxels``, the raw
-        measures, ``profile`` (z against healthy, of :attr:`measure`),
-        ``centile`` (normal approximation), ``outside_range`` (``|profile| > 1.96``).
+        measures, ``profile`` (z against healthy, of :attr:`measure`; or the
+        given conditional ``profile``), ``centile`` (normal approximation),
+        ``outside_range`` (``|profile| > 1.96``) and ``direction`` (see
+        :func:`direction_of`).
         """
         from scipy.stats import norm
 
@@ -154,9 +157,10 @@ class RegionalReference:
         table = self.regions.copy()
         for m in MEASURES:
             table[m] = stats[m]
-        table["profile"] = self.region_z(stats)
+        table["profile"] = self.region_z(stats) if profile is None else np.asarray(profile, float)
         table["centile"] = 100 * norm.cdf(table["profile"])
         table["outside_range"] = table["profile"].abs() > 1.96
+        table["direction"] = direction_of(table["profile"].to_numpy())
         return table.reindex(table["profile"].abs().sort_values(ascending=False).index).reset_index(
             drop=True
         )
@@ -212,6 +216,20 @@ def fit_regional_reference(
         regions, mean, sd, measure, float(raw.mean()), float(max(raw.std(ddof=1), min_sd)),
         len(reference_z),
     )
+
+
+def direction_of(profile: np.ndarray, cut: float = 1.96) -> np.ndarray:
+    """What a signed regional z means in a T1 scan, in words.
+
+    The residual is image minus the healthy reconstruction, so a negative
+    profile is a region **darker than expected** — in T1, tissue replaced by CSF
+    (atrophy, a widened ventricle or sulcus) — and a positive one **brighter
+    than expected** (e.g. an enhancing or solid lesion, or tissue where CSF is
+    expected). Within ``±cut`` the region is "as expected".
+    """
+    profile = np.asarray(profile, float)
+    return np.where(profile <= -cut, "darker than expected (tissue loss / more CSF)",
+                    np.where(profile >= cut, "brighter than expected", "as expected"))  # fmt: skip
 
 
 def top_regions(profile: np.ndarray, names: list[str] | np.ndarray, k: int = 5) -> list[str]:

@@ -18,12 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .conditional import (
+    ConditionalVoxelNorm,
+    CovariateDesign,
+    MissingCovariatesWarning,
+    RegionalModel,
+    missing_covariates,
+)
 from .deviation import VoxelNorm
-from .regional import MEASURES, RegionalReference
+from .regional import MEASURES, RegionalReference, region_statistics
 
 __all__ = ["NormativeStats", "load_stats", "save_stats", "stats_paths"]
 
 STATS_STEM = "normative_stats"
+REGIONAL_FOLDER = "normative_regional"
 
 
 def stats_paths(checkpoint: str | os.PathLike) -> tuple[Path, Path]:
@@ -55,6 +63,14 @@ class NormativeStats:
         Grid resolution (mm) of :func:`nbutils.anatomy.standard_grid`.
     provenance : dict
         Checkpoint, training summary, data source, reference subjects, versions.
+    conditional_residual, conditional_intensity : ConditionalVoxelNorm, optional
+        Age/sex/site-conditional norms of the residual and of the intensities;
+        ``residual`` and ``intensity`` are then their unconditional fallbacks.
+    regional_model : RegionalModel, optional
+        PCNtoolkit model of the region scores; ``regional`` is its fallback.
+    baseline_thresholds : dict
+        ``{"intensity": {...}, "voxel_z": {...}}`` thresholds of the no-network
+        baselines at the same healthy FPRs (from the reference subjects).
     """
 
     residual: VoxelNorm
@@ -65,11 +81,64 @@ class NormativeStats:
     atlas: str
     resolution: float
     provenance: dict = field(default_factory=dict)
+    conditional_residual: ConditionalVoxelNorm | None = None
+    conditional_intensity: ConditionalVoxelNorm | None = None
+    regional_model: RegionalModel | None = None
+    baseline_thresholds: dict = field(default_factory=dict)
 
     @property
     def mask(self) -> np.ndarray:
         """Brain mask of the model grid."""
         return self.residual.mask
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the reference depends on age, sex and site."""
+        return self.conditional_residual is not None
+
+    def uses_covariates(self, covariates: pd.DataFrame | None) -> bool:
+        """Whether ``covariates`` can be used; warns once when the fallback is taken instead."""
+        if not self.conditional:
+            return False
+        missing = missing_covariates(covariates)
+        if missing:
+            import warnings
+
+            warnings.warn(f"no {', '.join(missing)} for this scan: it is compared with the "
+                          "unconditional healthy reference (all ages, sexes and sites)",
+                          MissingCovariatesWarning, stacklevel=3)  # fmt: skip
+            return False
+        return True
+
+    def residual_z(self, residuals: np.ndarray, covariates: pd.DataFrame | None = None) -> np.ndarray:
+        """z-maps of residual maps against healthy people like each subject (or all of them)."""
+        if self.uses_covariates(covariates):
+            return self.conditional_residual.z(residuals, covariates)
+        return self.residual.z(residuals)
+
+    def intensity_z(self, volumes: np.ndarray, covariates: pd.DataFrame | None = None) -> np.ndarray:
+        """z-maps of intensities (the no-network baseline), conditional when possible."""
+        if self.uses_covariates(covariates):
+            return self.conditional_intensity.z(volumes, covariates)
+        return self.intensity.z(volumes)
+
+    def profiles(
+        self, z: np.ndarray, labels: np.ndarray, covariates: pd.DataFrame | None = None
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Regional profiles ``(N, R)``, total deviations ``(N,)`` and raw region scores of z-maps.
+
+        Conditional (PCNtoolkit) when the model has a regional model and the
+        subjects have covariates, otherwise against the unconditional reference.
+        """
+        ref = self.regional
+        z = np.asarray(z)
+        raw = region_statistics(z[None] if z.ndim == 3 else z, labels,
+                                ref.regions["index"].to_numpy(), self.mask)  # fmt: skip
+        if self.regional_model is not None and not missing_covariates(covariates):
+            prof = self.regional_model.z(raw[ref.measure], covariates)
+            return prof, np.asarray(self.regional_model.total_deviation(prof)), raw
+        prof = ref.region_z(raw)
+        return prof, np.asarray(ref.total_deviation(prof)), raw
 
 
 def save_stats(stats: NormativeStats, checkpoint: str | os.PathLike) -> tuple[Path, Path]:
@@ -89,11 +158,25 @@ def save_stats(stats: NormativeStats, checkpoint: str | os.PathLike) -> tuple[Pa
     for m in MEASURES:
         arrays[f"region_mean_{m}"] = ref.mean[m]
         arrays[f"region_sd_{m}"] = ref.sd[m]
+    conditional = {}
+    for name, norm in (("residual", stats.conditional_residual),
+                       ("intensity", stats.conditional_intensity)):  # fmt: skip
+        if norm is None:
+            continue
+        arrays[f"conditional_{name}_mean_coef"] = norm.mean_coef
+        arrays[f"conditional_{name}_logvar_coef"] = norm.logvar_coef
+        conditional[name] = {"design": norm.design.to_dict(), "sigma": norm.sigma,
+                             "sd_floor": norm.sd_floor, "scale": norm.scale, "n": norm.n}
+    if stats.regional_model is not None:
+        stats.regional_model.save(npz_path.parent / REGIONAL_FOLDER)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     write_bytes(npz_path, buf.getvalue())
     meta = {
-        "format": 1,
+        "format": 2,
+        "conditional": conditional,
+        "regional_model": REGIONAL_FOLDER if stats.regional_model is not None else None,
+        "baseline_thresholds": stats.baseline_thresholds,
         "residual": {"sigma": stats.residual.sigma, "n": stats.residual.n},
         "intensity": {"sigma": stats.intensity.sigma, "n": stats.intensity.n},
         "thresholds": stats.thresholds,
@@ -123,7 +206,7 @@ def load_stats(checkpoint: str | os.PathLike) -> NormativeStats:
                 "by nbutils.normative.pipeline.fit_normative_stats + save_stats)"
             )
     meta = json.loads(json_path.read_text())
-    if meta.get("format") != 1:
+    if meta.get("format") not in (1, 2):
         raise ValueError(f"{json_path}: unsupported format {meta.get('format')!r}")
     with np.load(npz_path, allow_pickle=False) as z:
         arr = {k: z[k] for k in z.files}
@@ -143,6 +226,17 @@ def load_stats(checkpoint: str | os.PathLike) -> NormativeStats:
         total_sd=float(reg["total_sd"]),
         n=int(reg["n"]),
     )
+    fallbacks = {"residual": residual, "intensity": intensity}
+    conditional = {}
+    for name, info in meta.get("conditional", {}).items():
+        conditional[name] = ConditionalVoxelNorm(
+            arr[f"conditional_{name}_mean_coef"], arr[f"conditional_{name}_logvar_coef"],
+            CovariateDesign(**info["design"]), mask, float(info["sigma"]), float(info["sd_floor"]),
+            float(info["scale"]), int(info["n"]), fallbacks[name],
+        )  # fmt: skip
+    regional_model = None
+    if meta.get("regional_model"):
+        regional_model = RegionalModel.load(npz_path.parent / meta["regional_model"])
     return NormativeStats(
         residual=residual,
         intensity=intensity,
@@ -152,4 +246,8 @@ def load_stats(checkpoint: str | os.PathLike) -> NormativeStats:
         atlas=meta["atlas"],
         resolution=float(meta["resolution"]),
         provenance=meta.get("provenance", {}),
+        conditional_residual=conditional.get("residual"),
+        conditional_intensity=conditional.get("intensity"),
+        regional_model=regional_model,
+        baseline_thresholds=meta.get("baseline_thresholds", {}),
     )

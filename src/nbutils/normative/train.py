@@ -283,15 +283,27 @@ def load_autoencoder(checkpoint: str | os.PathLike):
     """Load a trained :class:`NormativeAutoencoder` from a checkpoint, in eval mode.
 
     The file is read with ``torch.load(..., weights_only=True)``: only tensors
-    and plain Python types are unpickled, never arbitrary objects.
+    and plain Python types are unpickled, never arbitrary objects. An
+    ``ensemble.json`` (written by :func:`nbutils.normative.pipeline.build_normative_model`)
+    loads every member checkpoint it lists into an
+    :class:`~nbutils.normative.model.EnsembleAutoencoder`.
     """
+    import json
+
     import torch
 
-    from .model import NormativeAutoencoder
+    from .model import EnsembleAutoencoder, NormativeAutoencoder
 
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".json":
+        try:
+            members = json.loads(path.read_text())["members"]
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"{path}: not an ensemble file (needs a 'members' list)") from err
+        ensemble = EnsembleAutoencoder([load_autoencoder(path.parent / m) for m in members])
+        return ensemble.eval()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors come in many types
