@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from nbutils.normative.data import redraw_reference
 from nbutils.normative.evaluate import (
     METHODS,
     StabilityResult,
+    calibration_by_group,
     detection_summary,
     healthy_thresholds,
     method_scores,
@@ -99,16 +99,26 @@ def test_method_scores_and_healthy_thresholds_flag_five_percent(fitted):
     assert set(val) == set(METHODS)
     assert all(v.shape == (12, *SHAPE) for v in val.values())
     np.testing.assert_allclose(val["intensity"], np.abs(_healthy(12, 1)))  # no filtering here
-    val.pop("autoencoder")
-    thr = healthy_thresholds(stats, val, fpr=0.05)
+    thr = healthy_thresholds(stats, fpr=0.05)
+    assert set(thr) == set(METHODS)
     assert thr["autoencoder"] == stats.thresholds["fpr_0.05"]
-    for name in ("intensity", "voxel_z"):
-        assert np.mean(val[name] > thr[name]) == pytest.approx(0.05, abs=0.005)
-    # on new healthy scans the rate stays near 5 %
+    # the intensity threshold comes from the reference scans themselves (here: the validation scans)
+    assert np.mean(val["intensity"] > thr["intensity"]) == pytest.approx(0.05, abs=0.005)
+    # on new healthy scans every method's rate stays near 5 % (leave-one-out thresholds)
     new = method_scores(net, stats, _healthy(12, 3))
     for name in METHODS:
         assert np.mean(new[name] > thr[name]) == pytest.approx(0.05, abs=0.03)
-    assert healthy_thresholds(stats, val, fpr=0.01)["intensity"] > thr["intensity"]
+    assert healthy_thresholds(stats, fpr=0.01)["intensity"] > thr["intensity"]
+
+
+def test_calibration_by_group_reports_age_tertiles_and_sites():
+    z = np.zeros((6, *SHAPE), np.float32)
+    z[4:, 0] = 3.0  # the two oldest subjects: one plane of 7 flagged
+    table = pd.DataFrame({"age": [20, 30, 40, 50, 60, 70], "site": ["a", "b", "a", "b", "a", "b"]})
+    out = calibration_by_group(z, np.ones(SHAPE, bool), table).set_index("group")["share"]
+    assert out["all"] == pytest.approx(2 / 6 / 7)
+    assert out["age old (60-70 y)"] == pytest.approx(1 / 7) and out["age young (20-30 y)"] == 0
+    assert out["site a"] == pytest.approx(1 / 3 / 7)
 
 
 def test_profile_correlation_identical_and_independent():
@@ -175,7 +185,7 @@ def test_stability_study_retrains_each_seed_with_the_same_budget(tmp_path):
         assert c["max_epochs"] == c["patience"] == 3 and c["max_minutes"] == 0.5
         assert c["data"] == {"batch_size": 2} and c["model"] == {"channels": [4]}
         assert c["stats_options"] == {"sigma": 1.0} and c["data_source"] == "noise"
-        pd.testing.assert_frame_equal(c["table"], redraw_reference(_subjects(), c["seed"]))
+        pd.testing.assert_frame_equal(c["table"], _subjects())  # the same reference every time
     assert len(res.profiles) == 3 and all(p.shape == (4, 3) for p in res.profiles)
     assert len(res.correlation) == 3
     assert res.seed_correlation == pytest.approx(res.correlation["r_all"].mean())

@@ -197,17 +197,24 @@ def test_ddp_two_cpu_processes(fixture_dir, tmp_path):
     assert summary["strategy"] == "ddp" and summary["devices"] == 2
 
 
-def test_redraw_reference_keeps_test_set():
-    from nbutils.normative.data import redraw_reference
+def test_assign_folds_gives_every_reference_subject_one_fold_and_keeps_the_test_set():
+    from nbutils.normative.data import assign_folds, fold_table
 
     t = assign_splits(_table(n_cn=12), seed=0)
-    a, b = redraw_reference(t, 1), redraw_reference(t, 2)
-    for r in (a, b):
-        assert (r.split == "test").equals(t.split == "test")
-        n_val = r.loc[r.split == "val", "participant_id"].nunique()
-        assert n_val == t.loc[t.split == "val", "participant_id"].nunique()
-        assert (r.groupby("participant_id")["split"].nunique() == 1).all()
-    assert not a.split.equals(b.split)
+    f = assign_folds(t, 3, seed=0)
+    ref = f.split != "test"
+    assert (f.split == "test").equals(t.split == "test")
+    assert (f.loc[~ref, "fold"] == -1).all()
+    counts = f.loc[ref].drop_duplicates("participant_id")["fold"].value_counts()
+    assert sorted(counts.index) == [0, 1, 2] and counts.max() - counts.min() <= 1
+    assert (f.groupby("participant_id")["fold"].nunique() == 1).all()
+    for k in range(3):
+        m = fold_table(f, k)
+        assert set(m.loc[m.fold == k, "split"]) == {"val"}
+        assert set(m.loc[(m.fold >= 0) & (m.fold != k), "split"]) == {"train"}
+    assert not assign_folds(t, 3, seed=1)["fold"].equals(f["fold"])
+    with pytest.raises(ValueError, match="n_folds >= 2"):
+        assign_folds(t, 1)
 
 
 def test_balanced_order_samples_strata_proportionally():
@@ -248,3 +255,39 @@ def test_assign_splits_reference_covers_every_site():
                 assert ((test["site"].value_counts().reindex(share.index, fill_value=0) - share).abs() < 2).all()
     plain = [assign_splits(t, seed=s, stratify=())["split"] for s in range(5)]
     assert any(not p.equals(plain[0]) for p in plain[1:])
+
+
+def test_build_normative_model_cross_fits_an_ensemble_with_a_conditional_reference(fixture_dir, tmp_path):
+    from nbutils.normative.model import EnsembleAutoencoder
+    from nbutils.normative.pipeline import build_normative_model, deviation_maps
+    from nbutils.normative.stats import load_stats
+    from nbutils.normative.train import load_autoencoder
+
+    table = pd.read_csv(fixture_dir / "subjects.tsv", sep="\t")
+    rng = np.random.default_rng(5)
+    table = table.assign(age=rng.uniform(20, 80, len(table)), sex=rng.choice(["F", "M"], len(table)),
+                         site=rng.choice(["a", "b"], len(table)))
+    table = assign_splits(table, 0.2, 0.2, seed=0)
+    labels = np.zeros(SHAPE, np.int32)
+    labels[3:8, 4:20, 3:13], labels[8:13, 4:20, 3:13] = 1, 2
+    regions = pd.DataFrame({"index": [1, 2], "name": ["left", "right"], "hemisphere": ["L", "R"]})
+    result, stats, model = build_normative_model(
+        table, tmp_path / "ens", n_folds=2, model=TINY,
+        data={"mask": str(fixture_dir / "mask.nii.gz"), "batch_size": 2}, max_epochs=1, seed=0,
+        stats_options={"atlas_data": (labels, regions), "min_region_voxels": 2}, progress=False,
+    )  # fmt: skip
+    assert isinstance(model, EnsembleAutoencoder) and len(model.members) == 2
+    n_ref = table.loc[table.split != "test", "participant_id"].nunique()
+    assert stats.provenance["n_reference"] == n_ref == 8  # every non-test healthy subject
+    assert stats.conditional and stats.regional_model is None  # too few subjects for PCNtoolkit
+    subjects = pd.read_csv(tmp_path / "ens" / "subjects.tsv", sep="\t")
+    assert set(subjects.loc[subjects.split != "test", "fold"]) == {0, 1}
+    loaded = load_autoencoder(result.best_checkpoint)
+    assert isinstance(loaded, EnsembleAutoencoder) and len(loaded.members) == 2
+    back = load_stats(result.best_checkpoint)
+    np.testing.assert_array_equal(back.conditional_residual.mean_coef, stats.conditional_residual.mean_coef)
+    vols = np.stack([nib.load(p).get_fdata(dtype=np.float32) for p in table.path[:2]])
+    cov = table[["age", "sex", "site"]].head(2)
+    _, z_a = deviation_maps(model, stats, vols, cov)
+    _, z_b = deviation_maps(loaded, back, vols, cov)
+    np.testing.assert_allclose(z_a, z_b, atol=1e-5)

@@ -33,7 +33,6 @@ __all__ = [
     "load_volume",
     "load_volumes",
     "read_table",
-    "redraw_reference",
 ]
 
 HEALTHY = "CN"
@@ -169,29 +168,6 @@ def assign_splits(
         return "test" if pid in test else "val" if pid in val else "train"
 
     table["split"] = table.apply(which, axis=1)
-    return table
-
-
-def redraw_reference(
-    table: pd.DataFrame, seed: int, stratify: Sequence[str] = STRATIFY
-) -> pd.DataFrame:
-    """Re-draw which non-test healthy subjects train and which validate; keep the test set.
-
-    Used to retrain the normative model on other healthy reference scans (the
-    stability analysis): the number of validation subjects and every test row
-    stay the same, and the new reference is balanced on ``stratify`` as in
-    :func:`assign_splits`.
-    """
-    if "split" not in table.columns:
-        raise ValueError("table has no 'split' column; split it with assign_splits first")
-    table = table.copy()
-    pool = table[table["split"] != "test"]
-    subjects = np.array(sorted(pool["participant_id"].unique()))
-    n_val = pool.loc[pool["split"] == "val", "participant_id"].nunique()
-    order = balanced_order(_strata(pool, subjects, stratify), np.random.default_rng([seed, 2]))
-    val = set(subjects[order[:n_val]])
-    rest = table["split"] != "test"
-    table.loc[rest, "split"] = np.where(table.loc[rest, "participant_id"].isin(val), "val", "train")
     return table
 
 

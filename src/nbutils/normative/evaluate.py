@@ -8,9 +8,10 @@
 * :func:`ad_localisation`, :func:`target_composite`, :func:`age_matched_auc` —
   AD target regions in the top of the profile beside chance, and AD vs
   age-matched controls (notebook 04).
-* :func:`profile_correlation`, :func:`stability_study` — retrain the model on
-  re-drawn healthy reference scans with other seeds and correlate the regional
-  profiles of the same held-out subjects (notebook 03).
+* :func:`profile_correlation`, :func:`stability_study` — retrain the model with
+  other seeds on the same (fixed, cross-fitted) healthy reference and correlate
+  the regional profiles of the same held-out subjects (notebook 03).
+* :func:`calibration_by_group` — healthy ``|z| > 1.96`` share per age tertile and site.
 
 Applying one model to scans is :mod:`nbutils.normative.pipeline`.
 """
@@ -37,7 +38,7 @@ from nbutils.evaluation import (
     topk_summary,
 )
 
-from .deviation import auprc, best_dice, binarise, dice, postprocess, threshold_at_fpr
+from .deviation import auprc, best_dice, binarise, dice, postprocess
 from .pipeline import build_normative_model, deviation_maps, postprocessed_scores, regional_profiles
 from .regional import top_regions
 from .stats import NormativeStats
@@ -47,6 +48,7 @@ __all__ = [
     "StabilityResult",
     "ad_localisation",
     "age_matched_auc",
+    "calibration_by_group",
     "detection_by_class",
     "detection_summary",
     "false_positive_clusters",
@@ -129,38 +131,65 @@ def segment(scores: np.ndarray, threshold: float, mask: np.ndarray, min_size: in
 METHODS = ("intensity", "voxel_z", "autoencoder")
 
 
-def method_scores(model, stats: NormativeStats, volumes: np.ndarray) -> dict[str, np.ndarray]:
+def method_scores(
+    model, stats: NormativeStats, volumes: np.ndarray, covariates: pd.DataFrame | None = None
+) -> dict[str, np.ndarray]:
     """Post-processed anomaly scores of the three methods for scans ``(N, X, Y, Z)``.
 
     * ``intensity`` — baseline (a): ``|x|`` of the standardised image, no model;
     * ``voxel_z`` — baseline (b): voxel z of intensities against the healthy
-      training scans, no network;
+      reference scans (conditional on ``covariates`` like the autoencoder's), no network;
     * ``autoencoder`` — voxel z of the autoencoder residual.
 
     All use the same score kind and post-processing (``stats.postprocessing``).
     """
     post, mask = stats.postprocessing, stats.mask
     volumes = np.asarray(volumes, dtype=np.float32)
-    _, z = deviation_maps(model, stats, volumes)
+    _, z = deviation_maps(model, stats, volumes, covariates)
     return {
         "intensity": postprocess(np.abs(volumes), mask, post["median_size"], post["erode"]),
-        "voxel_z": postprocessed_scores(stats.intensity.z(volumes), mask, post),
+        "voxel_z": postprocessed_scores(stats.intensity_z(volumes, covariates), mask, post),
         "autoencoder": postprocessed_scores(z, mask, post),
     }
 
 
-def healthy_thresholds(
-    stats: NormativeStats, val_scores: dict[str, np.ndarray], fpr: float = 0.05
-) -> dict[str, float]:
-    """Thresholds at a healthy voxel FPR for each method, from healthy validation scans.
+def healthy_thresholds(stats: NormativeStats, fpr: float = 0.05) -> dict[str, float]:
+    """Thresholds at a healthy voxel FPR for each method, fixed on the healthy reference.
 
-    The autoencoder's comes from ``stats`` (leave-one-out on the validation
-    scans, which also define its norm); the baselines' from ``val_scores``
-    (their norms come from the training scans, so validation scans are unseen).
+    All come from ``stats``: the autoencoder's and the voxel-z baseline's from
+    leave-one-out z-maps of the reference subjects (so never in-sample), the
+    intensity baseline's from the reference scans themselves.
     """
-    out = {k: threshold_at_fpr(v, stats.mask, fpr) for k, v in val_scores.items()}
-    out["autoencoder"] = stats.thresholds[f"fpr_{fpr:g}"]
+    key = f"fpr_{fpr:g}"
+    out = {name: float(thr[key]) for name, thr in stats.baseline_thresholds.items()}
+    out["autoencoder"] = stats.thresholds[key]
     return out
+
+
+def calibration_by_group(
+    z: np.ndarray, mask: np.ndarray, table: pd.DataFrame, cut: float = 1.96
+) -> pd.DataFrame:
+    """Share of voxels with ``|z| > cut`` in healthy scans: overall, per age tertile and per site.
+
+    Returns one row per group with ``group``, ``n`` and ``share`` (0.05 when calibrated).
+    """
+    from .deviation import frac_abs_z_above
+
+    share = frac_abs_z_above(z, mask, cut)
+    table = table.reset_index(drop=True)
+    rows = [{"group": "all", "n": len(share), "share": float(share.mean())}]
+    if "age" in table.columns and len(table) >= 3:
+        tertile = pd.qcut(table["age"].rank(method="first"), 3, labels=["young", "middle", "old"])
+        for label in ["young", "middle", "old"]:
+            sel = (tertile == label).to_numpy()
+            ages = table.loc[sel, "age"]
+            rows.append({"group": f"age {label} ({ages.min():.0f}-{ages.max():.0f} y)",
+                         "n": int(sel.sum()), "share": float(share[sel].mean())})  # fmt: skip
+    if "site" in table.columns:
+        for site in sorted(table["site"].astype(str).unique()):
+            sel = (table["site"].astype(str) == site).to_numpy()
+            rows.append({"group": f"site {site}", "n": int(sel.sum()), "share": float(share[sel].mean())})
+    return pd.DataFrame(rows)
 
 
 def profile_correlation(profiles: list[np.ndarray]) -> pd.DataFrame:
@@ -231,20 +260,22 @@ def stability_study(
     stats_options: dict | None,
     data_source: str,
     groups: Mapping[str, np.ndarray],
+    covariates: pd.DataFrame | None = None,
     build: Callable = build_normative_model,
     progress: bool = False,
 ) -> StabilityResult:
-    """Retrain the normative model once per seed on re-drawn healthy references and compare profiles.
+    """Retrain the normative model once per seed on the same healthy reference and compare profiles.
 
-    Each replicate trains on :func:`~nbutils.normative.data.redraw_reference`
-    of ``subjects`` with its seed (the test subjects stay the same), with the
-    same budget (``epochs``, also the patience, and ``minutes``), and writes its
-    model to ``<model_dir_root>/seed-<seed>``.
+    Each replicate is built from ``subjects`` as they are — the same
+    cross-fitting folds, so the same reference subjects and test subjects; only
+    the seed (initialisation, batch order) changes — with the same budget
+    (``epochs``, also the patience, and ``minutes``), and writes its model to
+    ``<model_dir_root>/seed-<seed>``. Stability then measures the model alone.
 
     Parameters
     ----------
     subjects : DataFrame
-        The main model's subject table with its ``split`` column.
+        The main model's subject table with its ``split`` (and ``fold``) column.
     test_volumes : array ``(N, X, Y, Z)``
         The held-out test scans, profiled by every replicate.
     labels : int array ``(X, Y, Z)``
@@ -266,25 +297,25 @@ def stability_study(
         Recorded with each replicate's statistics.
     groups : mapping
         Group name -> boolean mask over the test subjects.
+    covariates : DataFrame, optional
+        ``age``, ``sex``, ``site`` of the test subjects (conditional profiles).
     build : callable
         :func:`~nbutils.normative.pipeline.build_normative_model` or a stand-in
         with its signature returning ``(result, stats, model)``.
     progress : bool
         Passed to ``build``.
     """
-    from .data import redraw_reference
-
     data = {k: v for k, v in training["data"].items() if k != "split_seed"}
     profiles = []
     for s in seeds:
         _, st, m = build(
-            redraw_reference(subjects, s), Path(model_dir_root) / f"seed-{s}",
+            subjects, Path(model_dir_root) / f"seed-{s}",
             model=training["model"], data=data, max_epochs=epochs, max_minutes=minutes,
             patience=epochs, seed=s, stats_options=stats_options, data_source=data_source,
             progress=progress,
         )  # fmt: skip
-        _, z_s = deviation_maps(m, st, test_volumes)
-        profiles.append(regional_profiles(st, z_s, labels)[0].to_numpy())
+        _, z_s = deviation_maps(m, st, test_volumes, covariates)
+        profiles.append(regional_profiles(st, z_s, labels, covariates)[0].to_numpy())
     corr = profile_correlation(profiles)
     by_group = {g: float(profile_correlation([p[mask_] for p in profiles])["r_all"].mean())
                 for g, mask_ in groups.items() if mask_.sum() > 0}  # fmt: skip

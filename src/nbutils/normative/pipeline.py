@@ -451,7 +451,7 @@ def build_normative_model(
         "training": training,
         "reference_subjects": reference["participant_id"].tolist(),
         "reference": f"{len(reference)} healthy subjects, cross-fitted over {n_folds} folds",
-        "stats_options": stats_options or {},
+        "stats_options": {k: v for k, v in (stats_options or {}).items() if k != "atlas_data"},
     }
     stats = normative_stats_from_residuals(
         np.concatenate(residuals), np.concatenate(volumes), mask, covariates_of(reference),
