@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import os
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -14,7 +16,8 @@ from scipy import ndimage
 
 from nbutils import anatomy
 from nbutils.datasets import load_bids
-from nbutils.prep import PrepConfig, PrepError, pipeline, run_prep, steps
+from nbutils.parallel import open_executor
+from nbutils.prep import PrepConfig, PrepError, pipeline, qc, run_prep, steps
 from nbutils.prep.cli import register
 from nbutils.prep.evaluate import dice
 
@@ -30,6 +33,19 @@ def _save(path, data, affine=None, zooms=None):
 
 def _good(rng, shape=(7, 8, 9)):
     return rng.random(shape).astype(np.float32) + 0.1
+
+
+def _ellipsoid(shape, shift=(0.0, 0.0, 0.0), scale=0.32):
+    idx = np.indices(shape, dtype=float)
+    centre = (np.array(shape) - 1) / 2 + np.array(shift)
+    radius = scale * np.array(shape)
+    return sum(((idx[k] - centre[k]) / radius[k]) ** 2 for k in range(3)) <= 1
+
+
+def _head(rng, shape=(7, 8, 9), shift=(0.0, 0.0, 0.0), scale=0.32):
+    """A bright ellipsoid 'brain' on a dark background, inside the field of view unless shifted."""
+    inside = _ellipsoid(shape, shift, scale)
+    return (np.where(inside, 1.0, 0.1) + rng.normal(0, 0.02, shape)).astype(np.float32)
 
 
 @pytest.fixture
@@ -143,7 +159,10 @@ def test_config_validates_and_hash_changes(tmp_path):
 
 # ----------------------------------------------------------------------------- batch (fake heavy steps)
 def _fake_preprocess(img, config, workdir):
-    """Stand-in for N4/deepbet/ANTs: same outputs, computed in milliseconds."""
+    """Stand-in for N4/deepbet/ANTs: same outputs, computed in milliseconds.
+
+    The brain mask is the bright part of the image; the "template correlation" is that of
+    the image with a centred ellipsoid of the same shape."""
     grid = anatomy.standard_grid(8.0)
     xfm = workdir / "reg_0GenericAffine.mat"
     xfm.write_bytes(b"fake affine")
@@ -152,10 +171,11 @@ def _fake_preprocess(img, config, workdir):
     native_mask = nib.Nifti1Image((ras.get_fdata() > 0.5).astype(np.uint8), ras.affine)
     images = {"preproc": grid.image(np.ones(grid.shape, np.float32)), "mask": grid.image(np.ones(grid.shape, np.uint8)),
               "native_mask": native_mask, "ras": ras, "registration": reg}  # fmt: skip
+    corr = float(np.corrcoef(ras.get_fdata().ravel(), _ellipsoid(ras.shape).ravel())[0, 1])
     metrics = {
         "mask_method": "fake",
         "brain_volume_cm3": 1.0,
-        "template_corr": 0.9,
+        "template_corr": corr,
         "mask_template_dice": 1.0,
     }
     return images, {"reorient": 0.0, "n4": 0.01}, metrics
@@ -166,8 +186,8 @@ def mixed_bids(tmp_path, bad_corpus):
     """A BIDS tree with two good scans and the bad corpus as further subjects."""
     rng = np.random.default_rng(6)
     root = tmp_path / "bids"
-    _save(root / "sub-01" / "anat" / "sub-01_T1w.nii.gz", _good(rng, (7, 8, 9)))
-    _save(root / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_T1w.nii.gz", _good(rng, (9, 8, 7)))
+    _save(root / "sub-01" / "anat" / "sub-01_T1w.nii.gz", _head(rng, (7, 8, 9)))
+    _save(root / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_T1w.nii.gz", _head(rng, (9, 8, 7)))
     bad = {}
     for i, (src, phrase) in enumerate(
         p for p in bad_corpus.items() if p[0].suffix == ".gz" and p[0].exists()
@@ -248,6 +268,148 @@ def test_cli_exits_nonzero_naming_failures(mixed_bids, tmp_path, monkeypatch, ca
     assert code == 1 and all(sid in err for sid in bad)
     with pytest.raises(SystemExit):
         parser.parse_args(["prep", "--bids", "a", "--ixi", "b", "--out", "c"])
+
+
+# ----------------------------------------------------------------------------- input QC
+@pytest.fixture
+def qc_bids(tmp_path):
+    """Five good heads of unequal shapes, and one each: 8 mm voxels, 2 mm slices, brain cut by the
+    field of view, a brain unlike the template (correlation outlier)."""
+    rng = np.random.default_rng(8)
+    root = tmp_path / "qc-bids"
+    shapes = [(7, 8, 9), (9, 8, 7), (8, 9, 7), (8, 8, 9), (9, 9, 8)]
+    scans = {f"sub-g{i}": (_head(rng, shape), None) for i, shape in enumerate(shapes)}
+    scans["sub-coarse"] = (_head(rng), (8.0, 8.0, 8.0))
+    scans["sub-thick"] = (_head(rng, (7, 9, 8)), (1.0, 1.0, 2.0))
+    scans["sub-cropped"] = (_head(rng, shift=(2.5, 0.0, 0.0)), None)
+    scans["sub-outlier"] = (_head(rng, (8, 9, 8), scale=0.18), None)
+    for sid, (data, zooms) in scans.items():
+        affine = np.diag([*(zooms or (1.0, 1.0, 1.0)), 1.0])
+        _save(root / sid / "anat" / f"{sid}_T1w.nii.gz", data, affine, zooms)
+    (root / "participants.tsv").write_text("participant_id\n" + "".join(f"{s}\n" for s in scans))
+    return root
+
+
+def test_fov_contact_measures_the_cut_share_of_the_brain_surface():
+    m = _ellipsoid((20, 22, 24))
+    assert qc.fov_contact(m) == 0.0 and qc.fov_contact(np.zeros((7, 8, 9))) == 0.0
+    cut_little, cut_much = qc.fov_contact(m[:, :, :-4]), qc.fov_contact(m[:, :, :-9])
+    assert 0 < cut_little < cut_much
+    assert qc.fov_contact(np.ones((7, 8, 9))) == 1.0  # every surface voxel on the boundary
+
+
+def test_input_qc_rejects_and_warns_with_reasons(qc_bids, tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(pipeline, "preprocess_image", lambda *a: calls.append(1) or _fake_preprocess(*a))
+    parser = argparse.ArgumentParser(prog="nbutils")
+    register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "o"
+    args = parser.parse_args(["prep", "--bids", str(qc_bids), "--out", str(out), "--resolution", "8",
+                              "--no-progress"])  # fmt: skip
+    code = args.func(args)
+    stdout, stderr = capsys.readouterr()
+    prep = pd.read_csv(out / "prep.tsv", sep="\t").set_index("scan_id")
+    good = [f"sub-g{i}" for i in range(5)]
+    assert (prep.loc[good, "status"] == "done").all() and (prep.loc[good, "qc"] == "pass").all()
+    assert prep.loc[good, "qc_reasons"].isna().all()  # empty text reads back as NaN
+    # strict: 8 mm voxels rejected before any processing; the brain cut by the field of view
+    coarse, cropped = prep.loc["sub-coarse"], prep.loc["sub-cropped"]
+    assert coarse["status"] == "rejected" and coarse["qc"] == "fail"
+    assert "voxel edge 8 mm > 3 mm limit" in coarse["error"] and "sub-coarse_T1w.nii.gz" in coarse["error"]
+    assert len(calls) == 8 and not (out / "sub-coarse").exists()
+    assert cropped["status"] == "rejected" and cropped["fov_contact"] > qc.FOV_FAIL_SHARE
+    assert "brain cut by the field of view" in cropped["qc_reasons"] and "QC:" in cropped["error"]
+    # doubtful: kept, with the reason
+    thick, outlier = prep.loc["sub-thick"], prep.loc["sub-outlier"]
+    assert thick["status"] == "done" and thick["qc"] == "warn" and "voxel edge 2 mm > 1.5 mm" in thick["qc_reasons"]
+    assert outlier["status"] == "done" and outlier["qc"] == "warn"
+    assert "template correlation" in outlier["qc_reasons"] and "below the batch" in outlier["qc_reasons"]
+    assert outlier["template_corr"] < prep.loc[good, "template_corr"].min()
+    # the summary says so: warnings on stdout, rejections (exit 1) on stderr
+    assert code == 1 and "7/9 scans done (0 reused, 2 with QC warnings)" in stdout
+    assert "QC warning sub-outlier: template correlation" in stdout and "QC warning sub-thick" in stdout
+    assert "2 scan(s) REJECTED by input QC" in stderr and "sub-cropped:" in stderr and "sub-coarse:" in stderr
+
+    again = run_prep(load_bids(qc_bids), out, PrepConfig(resolution=8.0), progress=False)
+    assert len(calls) == 8  # reused scans keep their QC measurements and decisions
+    cols = ["status", "qc", "qc_reasons", "error"]
+    pd.testing.assert_frame_equal(again.set_index("scan_id")[cols].fillna(""), prep[cols].fillna(""))
+
+
+def test_batch_correlation_rule_needs_a_batch_and_has_a_floor():
+    base = {"status": "done", "path": "x", "error": "", "voxel_max_mm": 1.0, "fov_contact": 0.0}
+    rows = [dict(base, template_corr=c) for c in (0.95, 0.951, 0.949, 0.95, 0.952, 0.93)]
+    assert (qc.assess(pd.DataFrame(rows))["qc"] == "pass").all()  # 0.02 below: within the MAD floor
+    rows[-1]["template_corr"] = 0.5
+    assert qc.assess(pd.DataFrame(rows))["qc"].tolist() == ["pass"] * 5 + ["warn"]
+    assert (qc.assess(pd.DataFrame(rows[2:]))["qc"] == "pass").all()  # 4 scans: no batch judgement
+    failed = qc.assess(pd.DataFrame([dict(base, status="failed", voxel_max_mm=9.0, template_corr=np.nan)]))
+    assert failed.loc[0, "status"] == "failed" and failed.loc[0, "qc"] == ""  # processing errors keep theirs
+
+
+# ----------------------------------------------------------------------------- beyond one machine
+def _use_fake_preprocess():
+    """Run on each Dask worker process: the same millisecond stand-in as in this process."""
+    pipeline.preprocess_image = _fake_preprocess
+    return True
+
+
+def _comparable(out):
+    """prep.tsv without timings, with output paths relative to ``out``; and every output image's data."""
+    prep = pd.read_csv(out / "prep.tsv", sep="\t")
+    prep = prep.drop(columns=[c for c in prep if c.startswith("seconds_")])
+    for col in [c for c in prep if c.endswith("_path")]:
+        prep[col] = prep[col].str.replace(str(out), "<out>", regex=False)
+    images = {str(p.relative_to(out)): (nib.load(p).get_fdata(), nib.load(p).affine) for p in out.rglob("*.nii.gz")}
+    others = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.suffix in (".mat", ".png")}
+    return prep, images, others
+
+
+@pytest.mark.timeout(600)
+def test_prep_on_a_two_worker_dask_cluster_equals_jobs_1(qc_bids, mixed_bids, tmp_path, monkeypatch):
+    import cloudpickle
+    from distributed import default_client
+
+    monkeypatch.setattr(pipeline, "preprocess_image", _fake_preprocess)
+    with pytest.warns(UserWarning):
+        table = pd.concat([load_bids(qc_bids), load_bids(mixed_bids[0])], ignore_index=True)
+    config = PrepConfig(resolution=8.0)
+    run_prep(table, tmp_path / "jobs1", config, progress=False)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the stand-in travels by value
+    try:
+        with open_executor(cluster="local", workers=2) as executor:  # what --cluster local --workers 2 runs on
+            client = default_client()
+            assert all(client.run(_use_fake_preprocess).values()) and list(client.nthreads().values()) == [1, 1]
+            prep = run_prep(table, tmp_path / "dask", config, progress=False, executor=executor)
+            workers = set(client.run(lambda: os.getpid()).values())
+            dask = _comparable(tmp_path / "dask")
+            again = run_prep(table, tmp_path / "dask", config, progress=False, executor=executor)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert os.getpid() not in workers  # the scans ran in the worker processes
+    ref = _comparable(tmp_path / "jobs1")
+    pd.testing.assert_frame_equal(dask[0], ref[0])  # same rows, statuses, errors, QC, in table order
+    assert set(prep["status"]) == {"done", "failed", "rejected"} and (prep["qc"] == "warn").sum() == 2
+    assert dask[1].keys() == ref[1].keys() and dask[2] == ref[2]
+    for name, (data, affine) in ref[1].items():
+        np.testing.assert_array_equal(dask[1][name][0], data)
+        np.testing.assert_array_equal(dask[1][name][1], affine)
+    assert again.loc[again["status"] == "done", "reused"].all()  # reuse by hash works from the workers' sidecars
+
+
+def test_cluster_options_are_checked(mixed_bids, tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="nbutils")
+    register(parser.add_subparsers(dest="command"))
+    base = ["prep", "--bids", str(mixed_bids[0]), "--out", str(tmp_path / "o"), "--no-progress"]
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--scheduler", "tcp://x:8786", "--cluster", "local"])
+    args = parser.parse_args([*base, "--cluster", "local", "--jobs", "2"])
+    with pytest.warns(UserWarning):
+        assert args.func(args) == 2
+    assert "jobs is for the local process pool" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        with open_executor(cluster="local", workers=0):
+            pass
 
 
 # ----------------------------------------------------------------------------- real end to end

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nbutils.parallel import add_executor_arguments, executor_from_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``prep`` sub-command."""
@@ -13,7 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="pre-process T1 scans (N4, deepbet, ANTs to MNI, standardisation, QC)",
         description="Pre-process every T1 scan of a dataset folder into BIDS derivatives with a "
         "prep.tsv QC table. Scans done earlier with the same parameters are skipped; failures "
-        "are recorded and the command exits 1 naming them.",
+        "are recorded; scans the input QC rejects (voxels too coarse, brain cut by the field of "
+        "view) are listed with the reason, doubtful ones are warned about; the command exits 1 "
+        "naming failed and rejected scans. Runs in this process, --jobs local processes or on a "
+        "Dask cluster (--scheduler / --cluster local).",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
@@ -22,7 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--ixi", metavar="DIR", help="folder of IXI*-T1.nii.gz files (+ IXI.xls)")
     src.add_argument("--brats", metavar="DIR", help="BraTS release folder of case folders")
     p.add_argument("--out", required=True, metavar="DIR", help="output derivatives folder")
-    p.add_argument("--jobs", type=int, default=1, help="scans in parallel (default 1)")
     p.add_argument(
         "--reg", choices=("affine", "syn"), default="affine", help="registration (default affine)"
     )
@@ -34,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_executor_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -51,15 +56,29 @@ def run(args: argparse.Namespace) -> int:
     table = load_dataset(root, kind)
     config = PrepConfig(reg=args.reg, brain=args.brain, intensity=args.intensity,
                         resolution=args.resolution, seed=args.seed)  # fmt: skip
-    prep = run_prep(table, out, config, jobs=args.jobs, progress=not args.no_progress)
-    failed = prep[prep["status"] != "done"]
-    n_reused = int(prep["reused"].sum())
-    print(
-        f"nbutils prep: {len(prep) - len(failed)}/{len(prep)} scans done ({n_reused} reused) -> {out / 'prep.tsv'}"
-    )
-    if len(failed):
-        print(f"nbutils prep: {len(failed)} scan(s) FAILED:", file=sys.stderr)
-        for _, row in failed.iterrows():
-            print(f"  {row['scan_id']}: {row['error']}", file=sys.stderr)
-        return 1
-    return 0
+    try:
+        with executor_from_args(args) as executor:
+            prep = run_prep(table, out, config, progress=not args.no_progress, executor=executor)
+    except ValueError as err:  # contradictory --jobs/--scheduler/--cluster/--workers
+        print(f"nbutils prep: {err}", file=sys.stderr)
+        return 2
+    return summarise(prep, out)
+
+
+def summarise(prep, out) -> int:
+    """Print the batch summary (QC warnings and rejections with reasons); the exit code."""
+    done = prep[prep["status"] == "done"]
+    warned = done[done["qc"] == "warn"]
+    print(f"nbutils prep: {len(done)}/{len(prep)} scans done ({int(prep['reused'].sum())} reused, "
+          f"{len(warned)} with QC warnings) -> {out / 'prep.tsv'}")  # fmt: skip
+    for _, row in warned.iterrows():
+        print(f"  QC warning {row['scan_id']}: {row['qc_reasons']}")
+    code = 0
+    for status, what in (("rejected", "REJECTED by input QC"), ("failed", "FAILED")):
+        bad = prep[prep["status"] == status]
+        if len(bad):
+            code = 1
+            print(f"nbutils prep: {len(bad)} scan(s) {what}:", file=sys.stderr)
+            for _, row in bad.iterrows():
+                print(f"  {row['scan_id']}: {row['error']}", file=sys.stderr)
+    return code

@@ -12,8 +12,11 @@ writes under ``<out>/sub-X/[ses-Y/]anat/``::
 
 and one row per scan in ``<out>/prep.tsv`` (status, error, seconds per step,
 QC metrics). A scan whose sidecar has the same parameter hash is skipped; a
-failing scan is recorded with its error and the batch goes on. Raw inputs are
-only read; every output is written atomically.
+failing scan is recorded with its error and the batch goes on; a scan the
+input QC (:mod:`nbutils.prep.qc`) says no to is ``rejected`` with the reason,
+a doubtful one keeps ``done`` with a warning. The scans run in this process,
+a process pool or on a Dask cluster (:mod:`nbutils.parallel`), with the same
+outputs. Raw inputs are only read; every output is written atomically.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Executor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +40,8 @@ import pandas as pd
 
 from nbutils import anatomy
 from nbutils.io import atomic_path, save_nifti, write_json, write_table
-from nbutils.prep import steps
+from nbutils.parallel import in_worker_process, limit_threads, open_executor, run_tasks
+from nbutils.prep import qc, steps
 
 __all__ = [
     "PIPELINE_VERSION",
@@ -273,8 +280,12 @@ def process_scan(row: dict, out: str | os.PathLike, config: PrepConfig) -> dict:
     Returns
     -------
     dict
-        The ``prep.tsv`` row: ids, ``status`` (``done``/``failed``),
-        ``error``, ``reused``, ``seconds_<step>``, QC metrics, output paths.
+        The ``prep.tsv`` row: ids, ``status`` (``done``/``failed``, or
+        ``rejected`` without processing when the voxels are coarser than
+        :data:`nbutils.prep.qc.VOXEL_FAIL_MM`), ``error``, ``reused``,
+        ``seconds_<step>``, QC measurements (``voxel_max_mm``,
+        ``fov_contact``, ``template_corr`` ...), output paths. The QC
+        decisions are taken over the batch by :func:`nbutils.prep.qc.assess`.
     """
     paths = output_paths(
         out, row["scan_id"], row["participant_id"], row.get("session"), config.resolution
@@ -294,7 +305,7 @@ def process_scan(row: dict, out: str | os.PathLike, config: PrepConfig) -> dict:
                 paths[k].is_file() for k in ("preproc", "mask", "xfm")
             ):
                 result.update(previous["row"], reused=True)
-                return result
+                return _backfill_qc(result)
         except (json.JSONDecodeError, KeyError):
             pass
     start = time.perf_counter()
@@ -303,8 +314,13 @@ def process_scan(row: dict, out: str | os.PathLike, config: PrepConfig) -> dict:
             t0 = time.perf_counter()
             img = steps.load_and_validate(row["path"])
             seconds = {"load": time.perf_counter() - t0}
+            result["voxel_max_mm"] = _voxel_max_mm(img)
+            if any(level == "fail" for level, _ in qc.scan_flags(result)):
+                result.update(status="rejected", seconds_total=round(time.perf_counter() - start, 3))
+                return result  # nothing worth 13 s of processing; qc.assess gives the reason
             images, step_seconds, metrics = preprocess_image(img, config, tmp)
             seconds.update(step_seconds)
+            metrics["fov_contact"] = _fov_contact(images["native_mask"])
             save_nifti(images["preproc"], paths["preproc"])
             save_nifti(images["mask"], paths["mask"])
             save_nifti(images["native_mask"], paths["native_mask"])
@@ -331,6 +347,26 @@ def process_scan(row: dict, out: str | os.PathLike, config: PrepConfig) -> dict:
     return result
 
 
+def _voxel_max_mm(img: nib.spatialimages.SpatialImage) -> float:
+    return round(float(max(img.header.get_zooms()[:3])), 4)
+
+
+def _fov_contact(native_mask: nib.spatialimages.SpatialImage) -> float:
+    return round(qc.fov_contact(np.asarray(native_mask.dataobj)), 5)
+
+
+def _backfill_qc(result: dict) -> dict:
+    """A sidecar written before the input QC lacks its measurements: take them from the files."""
+    try:
+        if "voxel_max_mm" not in result:
+            result["voxel_max_mm"] = _voxel_max_mm(nib.load(result["path"]))
+        if "fov_contact" not in result and result.get("native_mask_path"):
+            result["fov_contact"] = _fov_contact(nib.load(result["native_mask_path"]))
+    except Exception:  # unreadable now: the measurement stays missing and is not judged
+        pass
+    return result
+
+
 def _message(err: Exception, path: str) -> str:
     text = f"{type(err).__name__}: {err}" if not isinstance(err, steps.PrepError) else str(err)
     if str(path) not in text:
@@ -349,15 +385,25 @@ def _copy_atomic(src: str, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def _worker_init() -> None:
-    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
+_SCAN_LOCK = threading.Lock()
 
 
-def _process_star(args: tuple) -> dict:
-    return process_scan(*args)
+def _scan_task(row: dict, out: str, config: PrepConfig) -> dict:
+    """:func:`process_scan` as a batch task: in a pool or Dask worker process one ITK/torch
+    thread, and one scan at a time per process (the steps are not thread-safe: a scan's
+    temporary folder, matplotlib)."""
+    if in_worker_process():
+        limit_threads()
+    with _SCAN_LOCK:
+        return process_scan(row, out, config)
+
+
+def _lost_scan(task: tuple, err: BaseException) -> dict:
+    """Failure record of a scan whose worker died (crashed process, killed Dask worker)."""
+    row = task[0]
+    result = {k: row.get(k) for k in ("participant_id", "session", "scan_id", "path", "dataset")}
+    return {**result, "status": "failed", "reused": False,
+            "error": f"{row['path']}: worker lost ({type(err).__name__}: {err})".replace("\n", " ")}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- batch
@@ -367,6 +413,7 @@ def run_prep(
     config: PrepConfig | None = None,
     jobs: int = 1,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Pre-process every scan of a dataset table; write ``<out>/prep.tsv``.
 
@@ -378,45 +425,32 @@ def run_prep(
         Derivatives folder, e.g. ``<dataset>/derivatives/nbutils-prep``.
     config : PrepConfig, optional
     jobs : int
-        Scans processed in parallel (separate processes, one thread each).
+        Scans processed in parallel (separate processes, one thread each);
+        ignored when ``executor`` is given.
     progress : bool
         tqdm progress bar.
+    executor : concurrent.futures.Executor, optional
+        Where the scans run, from :func:`nbutils.parallel.open_executor` (e.g.
+        a Dask cluster); the caller closes it.
 
     Returns
     -------
     pandas.DataFrame
-        The ``prep.tsv`` table, in the order of ``table``.
+        The ``prep.tsv`` table, in the order of ``table``, with the input QC
+        of :func:`nbutils.prep.qc.assess` (``qc``, ``qc_reasons``; scans
+        failing a strict rule have ``status="rejected"``).
     """
-    from tqdm.auto import tqdm
-
     config = config or PrepConfig()
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
     missing = [c for c in ("participant_id", "session", "scan_id", "path") if c not in table]
     if missing:
         raise ValueError(f"dataset table lacks column(s) {missing}")
     out = Path(out)
     rows = [r._asdict() if hasattr(r, "_asdict") else dict(r) for _, r in table.iterrows()]
     tasks = [(row, str(out), config) for row in rows]
-    results: list[dict | None] = [None] * len(tasks)
-    bar = tqdm(total=len(tasks), desc="prep", unit="scan", disable=not progress)
-    if jobs == 1:
-        for i, task in enumerate(tasks):
-            results[i] = _process_star(task)
-            bar.update()
-    else:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from multiprocessing import get_context
-
-        with ProcessPoolExecutor(
-            max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init
-        ) as pool:
-            futures = {pool.submit(_process_star, task): i for i, task in enumerate(tasks)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                bar.update()
-    bar.close()
-    prep = pd.DataFrame(results)
+    kw = {"progress": progress, "desc": "prep", "unit": "scan", "on_error": _lost_scan}
+    with nullcontext(executor) if executor is not None else open_executor(jobs=jobs) as pool:
+        results = run_tasks(_scan_task, tasks, pool, **kw)
+    prep = qc.assess(pd.DataFrame(results))
     write_table(out / "prep.tsv", prep)
     write_json(out / "dataset_description.json", {
         "Name": "nbutils-prep", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
