@@ -28,8 +28,10 @@
 # - build an autoencoder **without skip connections** and explain why skips would hide anomalies;
 # - train it with PyTorch Lightning the reproducible way (seeded, checkpointed, early-stopped, logged),
 #   with the same code ready for GPUs or several nodes (DDP);
-# - derive the **normative statistics** (healthy residual mean/SD maps, thresholds at a healthy
-#   false-positive rate, regional reference) and store them beside the checkpoint.
+# - **cross-fit** an ensemble so that *every* healthy reference subject contributes an out-of-sample
+#   residual, and derive the **normative statistics** — healthy residual mean/SD maps that depend on
+#   age, sex and site, thresholds at a healthy false-positive rate, and a PCNtoolkit regional model —
+#   stored beside the models.
 #
 # | Prerequisites | |
 # |---|---|
@@ -37,7 +39,7 @@
 # | Concepts | convolution, autoencoders, train/validation splits |
 # | Data | the synthetic cohort in MNI space (`<data_dir>/synthetic/<profile>-mni`) |
 #
-# **Expected CPU time** (2 cores): about 2–3 minutes with the `quick` profile, under a minute with `smoke`.
+# **Expected CPU time** (2 cores): about 3 minutes with the `quick` profile, about a minute with `smoke`.
 
 # %% tags=["parameters"]
 from typing import Literal
@@ -55,7 +57,7 @@ batch_size: int = 4
 max_epochs: int = 40
 patience: int = 8
 max_minutes: float | None = 5.0  # wall-clock safety cap (stopping by time is not reproducible)
-val_fraction: float = 0.2
+n_folds: int = 2  # cross-fitting folds, one ensemble member each (trained on the other folds)
 test_fraction: float = 0.2
 augment_scale: float = 0.0
 augment_shift: float = 0.0
@@ -101,20 +103,22 @@ model_dir = model_folder(P)
 data.counts()
 
 # %% [markdown]
-# Only healthy subjects may train or validate a *normative* model. `assign_splits` splits the healthy
-# **subjects** (never scans: a person with two sessions stays on one side) into training, validation
-# (the held-out healthy reference for the normative statistics and thresholds) and test; every patient
-# goes to test.
+# Only healthy subjects may train a *normative* model. `assign_splits` sets aside healthy **subjects**
+# for testing (never scans: a person with two sessions stays on one side); every patient goes to test.
+# Everyone else is the **healthy reference**, cut into `n_folds` cross-fitting folds balanced on site
+# and age (`assign_folds`): the model of fold *k* trains on the other folds, so every reference subject
+# gets a residual from a model that never saw them. That makes the reference as large as the healthy
+# cohort allows (instead of a small validation set), and the same for every retrained replicate.
 
 # %%
-from nbutils.normative.data import assign_splits
+from nbutils.normative.data import assign_folds, assign_splits
 
-splits = assign_splits(data.table, P.val_fraction, P.test_fraction, seed=P.seed)
-pd.crosstab(splits["diagnosis"], splits["split"])
+splits = assign_folds(assign_splits(data.table, 0.0, P.test_fraction, seed=P.seed), P.n_folds, seed=P.seed)
+pd.crosstab(splits["diagnosis"], splits["fold"].map(lambda f: "test" if f < 0 else f"fold {f}"))
 
 # %% [markdown]
-# **Exercise.** Why must the healthy *validation* subjects be different from the training subjects
-# when we estimate the residual SD per voxel?
+# **Exercise.** Why must every reference residual come from a model that did *not* train on that
+# subject when we estimate the residual SD per voxel?
 #
 # <details><summary>Solution</summary>
 #
@@ -152,8 +156,10 @@ print(f"input {shape} -> latent {tuple(latent.shape[1:])} "
 #
 # `build_normative_model` trains with Lightning conventions — `seed_everything(seed, workers=True)`,
 # `save_hyperparameters` (plain types, so checkpoints load with `torch.load(weights_only=True)`),
-# `ModelCheckpoint` (best + last), `EarlyStopping` on the validation L1 and a `CSVLogger` — and then
-# fits the normative statistics. `accelerator`, `devices`, `strategy` and `num_nodes` are passed
+# `ModelCheckpoint` (best + last), `EarlyStopping` on the held-out fold's L1 and a `CSVLogger` — once per
+# fold, and then fits the normative statistics from the out-of-fold residuals. The members together are
+# the normative model (`ensemble.json`): a new scan's z-map is the mean of the members' z-maps, and
+# their spread is an uncertainty map. `accelerator`, `devices`, `strategy` and `num_nodes` are passed
 # straight to the `Trainer`; for multi-process DDP run the same code as a script:
 # `python -m nbutils.normative.train --table subjects.tsv --out DIR --devices 2 --strategy ddp`.
 
@@ -163,6 +169,7 @@ from nbutils.normative.pipeline import build_normative_model
 result, stats, model = build_normative_model(
     splits,
     model_dir,
+    n_folds=P.n_folds,
     model={"channels": P.channels, "latent_channels": P.latent_channels, "lr": P.lr},
     data={"batch_size": P.batch_size, "augment_scale": P.augment_scale,
           "augment_shift": P.augment_shift},
@@ -184,9 +191,11 @@ result, stats, model = build_normative_model(
 import json
 
 training = json.loads((model_dir / "training.json").read_text())
-print(f"trained {result.epochs} epochs in {result.train_seconds:.0f} s (stopped by {training['stopped_by']}); "
-      f"best validation L1 {result.best_val_loss:.4f}  ({data.source})")
-print("checkpoint:", result.best_checkpoint)
+print(f"{training['n_folds']} cross-fitted members trained {result.epochs} epochs in {result.train_seconds:.0f} s "
+      f"(stopped by {training['stopped_by']}); mean held-out-fold L1 {result.best_val_loss:.4f}  ({data.source})")
+print("model:", result.best_checkpoint)
+print(f"reference: {stats.provenance['reference']}; conditional on {stats.provenance['covariate_terms']}; "
+      f"regional model: {stats.provenance['regional_model']}")
 
 # %% [markdown]
 # The learning curve comes from the `CSVLogger` file, read back with pandas. Training and validation
@@ -198,59 +207,59 @@ from nbutils.normative.plots import plot_learning_curve
 from nbutils.normative.train import read_learning_curve
 from nbutils.reporting import save_figure
 
-curve = read_learning_curve(result.metrics_csv)
-fig = plot_learning_curve(curve)
-fig.axes[0].set_title(f"learning curve ({data.source})", fontsize=8)
+fig, axes = plt.subplots(1, len(result.metrics_csv), figsize=(4.2 * len(result.metrics_csv), 3.2), squeeze=False)
+for k, (ax, csv) in enumerate(zip(axes[0], result.metrics_csv, strict=True)):
+    plot_learning_curve(read_learning_curve(csv), ax=ax)
+    ax.set_title(f"member {k} (held-out fold {k})", fontsize=8)
+fig.suptitle(f"learning curves ({data.source})", fontsize=8)
+fig.tight_layout()
 save_figure(fig, P.reports_dir, "02_train_normative_autoencoder", "learning_curve")
 plt.show()
 
 # %% [markdown]
 # ## 4 · What the model reconstructs
 #
-# A held-out healthy validation scan, its reconstruction, the residual and the z-map against the
-# healthy reference. The reconstruction is smoother than the input — the bottleneck cannot carry every
+# A healthy reference scan, its reconstruction by the member that did not train on it, the residual and
+# the z-map against healthy people of the same age, sex and site. The reconstruction is smoother than the input — the bottleneck cannot carry every
 # detail — which is why residuals are compared with *healthy residuals at the same voxel* rather than
 # used raw.
 
 # %%
-import numpy as np
 
-from nbutils.normative.pipeline import deviation_maps
-
-subjects = pd.read_csv(model_dir / "subjects.tsv", sep="\t")
-val_rows = subjects[subjects["split"] == "val"]
-example = load_volumes(val_rows["path"].head(1))
-recon, z = deviation_maps(model, stats, example)
+from nbutils.normative.model import members_of
+from nbutils.normative.pipeline import covariates_of, deviation_maps
 from nbutils.normative.plots import plot_reconstruction
 
+subjects = pd.read_csv(model_dir / "subjects.tsv", sep="\t")
+ref_rows = subjects[subjects["fold"] == 0].head(1)
+example = load_volumes(ref_rows["path"])
+recon, z = deviation_maps(members_of(model)[0], stats, example, covariates_of(ref_rows))
+who = ref_rows.iloc[0]
 fig = plot_reconstruction(example[0], recon[0], z[0],
-                          title=f"{val_rows['participant_id'].iloc[0]} (healthy, validation; {data.source})")
+                          title=f"{who['participant_id']} (healthy, {who['age']:.0f} y {who['sex']}, "
+                                f"{who['site']}; member 0 never saw it; {data.source})")
 save_figure(fig, P.reports_dir, "02_train_normative_autoencoder", "reconstruction")
 plt.show()
 
 # %% [markdown]
 # ## 5 · The normative statistics beside the checkpoint
 #
-# Everything needed to turn a new scan into a calibrated deviation map is saved next to the checkpoint
-# (`normative_stats.npz` + `.json`): the healthy residual mean and SD maps, thresholds at 1 % and 5 %
-# voxel false-positive rate (from leave-one-out z-maps of the validation subjects, so never from
-# lesions), the post-processing, and the regional reference distribution. Notebooks 03 and 04 and the
-# `nbutils report` command need only the checkpoint folder.
+# Everything needed to turn a new scan into a calibrated deviation map is saved beside the models
+# (`normative_stats.npz` + `.json`, and the PCNtoolkit regional model in `normative_regional/`):
+# coefficient maps of the healthy residual mean and log-SD as functions of age, sex and site (with
+# the unconditional maps kept for scans without covariates), thresholds at 1 % and 5 % voxel
+# false-positive rate (from leave-one-out z-maps of the reference subjects, so never from lesions),
+# the post-processing, and the regional model. Notebooks 03 and 04 and the `nbutils report` command
+# need only this folder. Below: what the reference expects of a healthy 30- and 80-year-old.
 
 # %%
-from nbutils.normative.plots import slice_at
+from nbutils.normative.plots import plot_conditional_norm
 from nbutils.normative.stats import stats_paths
 
 print([p.name for p in stats_paths(result.best_checkpoint)], "thresholds:", stats.thresholds)
-fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
-k = stats.mask.shape[2] // 2
-for ax, (name, arr) in zip(axes, [("healthy residual mean", stats.residual.mean),
-                                   ("healthy residual SD", stats.residual.sd)], strict=True):
-    im = ax.imshow(slice_at(np.where(stats.mask, arr, np.nan), "axial", k), origin="lower", cmap="magma")
-    ax.set_title(f"{name} (n={stats.residual.n})", fontsize=9)
-    ax.axis("off")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-fig.suptitle(data.source, fontsize=8)
+site = subjects.loc[subjects["fold"] >= 0, "site"].mode().iloc[0]
+fig = plot_conditional_norm(stats, ages=(30, 80), sex="F", site=site)
+fig.suptitle(f"expected healthy residual, women at {site}, by age ({data.source})", fontsize=8)
 save_figure(fig, P.reports_dir, "02_train_normative_autoencoder", "normative_maps")
 plt.show()
 
@@ -276,8 +285,10 @@ write_metrics(
     {"train_seconds": result.train_seconds, "epochs": result.epochs,
      "best_val_loss": result.best_val_loss,
      "stopped_by": training["stopped_by"],
-     "n_train": int((subjects["split"] == "train").sum()),
-     "n_validation": int((subjects["split"] == "val").sum()),
+     "n_folds": int(training["n_folds"]),
+     "n_reference": int(stats.provenance["n_reference"]),
+     "covariate_terms": stats.provenance["covariate_terms"],
+     "regional_model": stats.provenance["regional_model"],
      "model_dir": str(model_dir)},
     data_source=data.source,
 )
@@ -286,10 +297,12 @@ write_metrics(
 # ## Summary
 #
 # - A normative model is trained on healthy subjects only; the split is by subject and patients are
-#   kept for testing.
+#   kept for testing. Cross-fitting gives every healthy reference subject an out-of-sample residual.
+# - The reference is conditional: each voxel's expected residual and its spread depend on age, sex and
+#   site, and each region has a PCNtoolkit normative model.
 # - The autoencoder has no skip connections, so everything it outputs passed through the bottleneck.
 # - Lightning gives reproducible, checkpointed, logged training that scales from this CPU to DDP.
-# - The healthy residual statistics and thresholds live beside the checkpoint: one folder is the model.
+# - The healthy residual statistics and thresholds live beside the members: one folder is the model.
 #
 # ## What to read next
 #

@@ -33,11 +33,13 @@ def test_choose_terms_grows_with_reference_size():
     assert choose_terms(40, 2, 3) == ["age", "sex", "site", "age2"]
 
 
-def test_conditional_voxel_norm_removes_the_age_effect_that_the_unconditional_one_keeps():
+@pytest.mark.parametrize("sigma,map_sigma", [(0.0, 0.0), (1.0, 2.0)])
+def test_conditional_voxel_norm_removes_the_age_effect_that_the_unconditional_one_keeps(sigma, map_sigma):
     rng = np.random.default_rng(0)
     mask = np.ones(SHAPE, bool)
     ref = _covariates(rng, 60)
-    norm, loo, fb_loo = fit_conditional_voxel_norm(_maps(rng, ref), mask, ref, sigma=0, map_sigma=0)
+    norm, loo, fb_loo = fit_conditional_voxel_norm(_maps(rng, ref), mask, ref, sigma=sigma,
+                                                   map_sigma=map_sigma)
     assert np.mean(np.abs(loo) > 1.96) == pytest.approx(0.05, abs=0.005)  # calibrated
     assert np.mean(np.abs(fb_loo) > 1.96) == pytest.approx(0.05, abs=0.005)
     old = pd.DataFrame({"age": [84.0] * 20, "sex": ["F"] * 20, "site": ["siteA"] * 20})

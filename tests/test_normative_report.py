@@ -84,6 +84,26 @@ def test_explorer_widget_moves_to_region_centroid():
     assert "sub-02" not in ex.table.value and "<table" in ex.table.value
 
 
+def test_explorer_draws_the_centile_chart_of_a_chosen_region():
+    from nbutils.normative.conditional import fit_regional_model
+
+    rng = np.random.default_rng(2)
+    ref = pd.DataFrame({"age": rng.uniform(20, 85, 30), "sex": rng.choice(["F", "M"], 30),
+                        "site": rng.choice(["s1", "s2"], 30)})
+    regions = pd.DataFrame({"index": [1, 2, 3], "name": ["A", "B", "C"], "hemisphere": "L"})
+    model = fit_regional_model(rng.normal(size=(30, 3)), ref, regions, nknots=3)
+    cov = {"age": 70.0, "sex": "F", "site": "s1"}
+    subj = {"sub-01": ExplorerSubject(rng.normal(size=SHAPE), rng.normal(size=SHAPE), _profile(), cov),
+            "sub-02": ExplorerSubject(rng.normal(size=SHAPE), rng.normal(size=SHAPE), _profile())}
+    ex = DeviationExplorer(subj, {"A": (1, 1, 1), "B": (5, 6, 7), "C": (2, 3, 4)},
+                           regional_model=model)
+    assert "nbutils-centile-chart" in ex.centile_plot._dom_classes
+    ex.region.value = "C"
+    assert ex.centile_plot.value[:8] == b"\x89PNG\r\n\x1a\n"
+    ex.subject.value = "sub-02"  # no covariates: no chart, no error
+    assert ex.chart("A") is None
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An (untrained) tiny model on the 8 mm standard grid with real normative statistics."""

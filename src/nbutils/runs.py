@@ -178,10 +178,12 @@ def open_normative_model(params: Any) -> NormativeRun:
     from nbutils.normative.train import load_autoencoder
 
     folder = model_folder(params)
-    checkpoint = folder / "checkpoints" / "best.ckpt"
+    checkpoint = folder / "ensemble.json"  # the cross-fitted members (older runs: one checkpoint)
+    if not checkpoint.exists():
+        checkpoint = folder / "checkpoints" / "best.ckpt"
     if not checkpoint.exists():
         raise FileNotFoundError(
-            f"{checkpoint} not found: run notebook 02 with profile {params.profile!r} and "
+            f"no normative model in {folder} (ensemble.json): run notebook 02 with profile {params.profile!r} and "
             f"data_dir {params.data_dir!r} first"
         )
     return NormativeRun(

@@ -287,14 +287,15 @@ def fit_conditional_voxel_norm(
     smooth = masked_smooth(maps, mask, sigma)[:, mask].astype(np.float64)
     pinv = np.linalg.pinv(x)
     beta = pinv @ smooth
-    resid = smooth - x @ beta
-    hat = np.clip(np.einsum("ij,ji->i", x, pinv), 0.0, 0.95)
-    loo = resid / (1.0 - hat)[:, None]
-    xv = design.variance_matrix(covariates)
-    log_sq = np.log(resid**2 * n / (n - p) + 1e-12)
-    gamma = np.linalg.pinv(xv) @ log_sq
-    gamma[0] -= _LOG_CHI2_BIAS
     mean_coef = _smooth_coefficients(beta.astype(np.float32), mask, map_sigma)
+    # leave-one-out residual against the *smoothed* mean map, exactly: smoothing is linear, so
+    # dropping subject i moves the smoothed fit by h_i / (1 - h_i) times its smoothed residual
+    hat = np.clip(np.einsum("ij,ji->i", x, pinv), 0.0, 0.95)
+    e_smooth = _smooth_coefficients((smooth - x @ beta).astype(np.float32), mask, map_sigma)[:, mask]
+    loo = smooth - x @ mean_coef[:, mask] + (hat / (1.0 - hat))[:, None] * e_smooth
+    xv = design.variance_matrix(covariates)
+    gamma = np.linalg.pinv(xv) @ np.log(loo**2 + 1e-12)
+    gamma[0] -= _LOG_CHI2_BIAS
     logvar_coef = _smooth_coefficients(gamma.astype(np.float32), mask, map_sigma)
     sd_ref = np.exp(0.5 * logvar_coef[0][mask])
     floor = max(float(np.quantile(sd_ref, min_sd_quantile)), 1e-6)

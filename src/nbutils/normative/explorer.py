@@ -13,7 +13,7 @@ Widgets carry stable descriptions and CSS classes (``nbutils-explorer``,
 ``nbutils-subject-select``, ``nbutils-sagittal-slider``,
 ``nbutils-coronal-slider``, ``nbutils-axial-slider``, ``nbutils-z-threshold``,
 ``nbutils-opacity``, ``nbutils-region-select``, ``nbutils-view``,
-``nbutils-profile-table``, ``nbutils-profile-plot``) for browser tests.
+``nbutils-profile-table``, ``nbutils-profile-plot``, ``nbutils-centile-chart``) for browser tests.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .plots import AXES, figure_png, plot_profile, render_planes
+from .plots import AXES, figure_png, plot_centile_chart, plot_profile, render_planes
 
 __all__ = ["DeviationExplorer", "ExplorerSubject"]
 
@@ -35,6 +35,7 @@ class ExplorerSubject:
     image: np.ndarray
     z: np.ndarray
     profile: pd.DataFrame
+    covariates: dict | None = None  # age, sex, site: enables the centile chart of a region
 
 
 class DeviationExplorer:
@@ -56,6 +57,11 @@ class DeviationExplorer:
         Initial z threshold of the overlay.
     top : int
         Regions listed in the profile.
+    regional_model : RegionalModel, optional
+        With it, choosing a region also draws its centile chart (healthy centiles
+        against age, the subject as a dot) for subjects with ``covariates``.
+    measure : str
+        The profile column holding the region score of the chart.
 
     Attributes
     ----------
@@ -69,6 +75,8 @@ class DeviationExplorer:
         centroids: Mapping[str, Sequence[int]],
         threshold: float = 1.96,
         top: int = 15,
+        regional_model=None,
+        measure: str = "mean_z",
     ) -> None:
         import ipywidgets as w
 
@@ -77,6 +85,7 @@ class DeviationExplorer:
         self.subjects = dict(subjects)
         self.centroids = {k: tuple(int(v) for v in c) for k, c in centroids.items()}
         self.top = top
+        self.regional_model, self.measure = regional_model, measure
         first = next(iter(self.subjects.values()))
         shape = first.image.shape
         style = {"description_width": "110px"}
@@ -102,6 +111,8 @@ class DeviationExplorer:
         self.view = w.Image(format="png", layout=w.Layout(**fit))
         self.profile_plot = w.Image(format="png")
         self.table = w.HTML()
+        self.centile_plot = w.Image(format="png")
+        self.centile_plot.add_class("nbutils-centile-chart")
         self.subject.add_class("nbutils-subject-select")
         self.threshold.add_class("nbutils-z-threshold")
         self.opacity.add_class("nbutils-opacity")
@@ -114,6 +125,7 @@ class DeviationExplorer:
         self.widget = w.VBox([
             w.HBox([controls, self.view]),
             w.HBox([self.profile_plot, self.table]),
+            self.centile_plot,
         ])  # fmt: skip
         self.widget.add_class("nbutils-explorer")
         self._hold = False
@@ -164,7 +176,7 @@ class DeviationExplorer:
         self.region.options = names
         self.region.value = None
         self._hold = False
-        cols = [c for c in ("name", "hemisphere", "profile", "centile", "mean_z", "p95_abs_z")
+        cols = [c for c in ("name", "hemisphere", "profile", "centile", "direction", "mean_z")
                 if c in rows]
         self.table.value = rows[cols].to_html(index=False, float_format=lambda v: f"{v:.2f}",
                                               classes="nbutils-profile")
@@ -178,3 +190,17 @@ class DeviationExplorer:
         if self._hold or self.region.value is None:
             return
         self.move_to(self.centroids[self.region.value])
+        self.chart(self.region.value)
+
+    def chart(self, region: str) -> bytes | None:
+        """PNG of ``region``'s centile chart for the subject on screen (``None`` without covariates)."""
+        s, cov = self.current, self.current.covariates
+        if self.regional_model is None or not cov:
+            return None
+        score = float(s.profile.set_index("name").loc[region, self.measure])
+        fig = plot_centile_chart(self.regional_model, region, str(cov["site"]),
+                                 subject={"age": float(cov["age"]), "sex": str(cov["sex"]), "score": score,
+                                          "label": self.subject.value})  # fmt: skip
+        png = figure_png(fig)
+        self.centile_plot.value = png
+        return png

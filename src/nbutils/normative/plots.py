@@ -203,6 +203,84 @@ def plot_profile(profile: pd.DataFrame, top: int = 20, ax=None, title: str | Non
     return ax.figure
 
 
+def plot_conditional_norm(stats, ages=(30, 80), sex: str = "F", site: str | None = None, axis: str = "axial"):
+    """Expected healthy residual mean and SD maps at several ages (one row per age).
+
+    Uses the conditional norm of ``stats`` when it has one (else the
+    unconditional maps, once). The slice is the middle one along ``axis``.
+    """
+    import matplotlib.pyplot as plt
+
+    norm = stats.conditional_residual
+    if norm is None:
+        rows = [("all ages", stats.residual.mean, stats.residual.sd)]
+    else:
+        site = site or norm.design.sites[0]
+        cov = pd.DataFrame({"age": list(ages), "sex": sex, "site": site})
+        mean, sd = norm.moments(cov)
+        rows = [(f"age {a:g}", m, s) for a, m, s in zip(ages, mean, sd, strict=True)]
+    mask = stats.mask
+    k = mask.shape[{"sagittal": 0, "coronal": 1, "axial": 2}[axis]] // 2
+    fig, axes = plt.subplots(len(rows), 2, figsize=(7.5, 3.2 * len(rows)), squeeze=False)
+    vmax = max(float(np.abs(m[mask]).max()) for _, m, _ in rows)
+    smax = max(float(s[mask].max()) for _, _, s in rows)
+    for (label, mean, sd), (ax_m, ax_s) in zip(rows, axes, strict=True):
+        im = ax_m.imshow(slice_at(np.where(mask, mean, np.nan), axis, k), origin="lower", cmap="RdBu_r",
+                         vmin=-vmax, vmax=vmax)
+        fig.colorbar(im, ax=ax_m, shrink=0.8)
+        im = ax_s.imshow(slice_at(np.where(mask, sd, np.nan), axis, k), origin="lower", cmap="magma",
+                         vmin=0, vmax=smax)
+        fig.colorbar(im, ax=ax_s, shrink=0.8)
+        ax_m.set_title(f"healthy residual mean, {label}", fontsize=9)
+        ax_s.set_title(f"healthy residual SD, {label}", fontsize=9)
+        ax_m.axis("off")
+        ax_s.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_centile_chart(
+    regional_model, region: str, site: str, subject: dict | None = None,
+    ages: np.ndarray | None = None, ax=None,
+):
+    """Brain-chart view of one region: reference centile curves against age, by sex, and the subject.
+
+    Parameters
+    ----------
+    regional_model : RegionalModel
+        The PCNtoolkit model in the normative statistics.
+    region : str
+        Region name.
+    site : str
+        Site of the curves (the subject's).
+    subject : dict, optional
+        ``age``, ``sex``, ``score`` (the region's raw score) and ``label``: drawn as a dot.
+    ages : array, optional
+        Age grid (default 20-90 years).
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.6))
+    ages = np.linspace(20, 90, 36) if ages is None else np.asarray(ages, float)
+    colours = {"F": "tab:red", "M": "tab:blue"}
+    for sex in ("F", "M"):
+        c = regional_model.centiles(region, ages, sex, site)
+        col = colours[sex]
+        ax.fill_between(c["age"], c["5"], c["95"], color=col, alpha=0.08)
+        ax.fill_between(c["age"], c["25"], c["75"], color=col, alpha=0.15)
+        ax.plot(c["age"], c["50"], color=col, lw=1.5, label=f"{sex}: median, 25-75 %, 5-95 %")
+    if subject is not None:
+        ax.plot([subject["age"]], [subject["score"]], "o", ms=8, color="k", zorder=5,
+                label=subject.get("label", "subject"))  # fmt: skip
+    ax.set_xlabel("age (years)")
+    ax.set_ylabel(f"{region}\nmean z (< 0: darker than expected)")
+    ax.set_title(f"{region}: healthy centiles at {site}", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
 def plot_learning_curve(curve: pd.DataFrame, ax=None):
     """Training and validation L1 per epoch (from :func:`~nbutils.normative.train.read_learning_curve`)."""
     import matplotlib.pyplot as plt

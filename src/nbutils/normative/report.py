@@ -65,6 +65,7 @@ def write_report(
     fpr: float = 0.05,
     top: int = 20,
     extra: dict | None = None,
+    covariates: dict | None = None,
 ) -> Path:
     """Analyse one preprocessed scan and write ``<out_dir>/<subject>_deviation_report.html``.
 
@@ -87,6 +88,10 @@ def write_report(
         Regions shown in the profile chart and table.
     extra : dict, optional
         More subject information (age, sex, diagnosis ...) for the header table.
+    covariates : dict, optional
+        ``age``, ``sex`` and ``site``: the scan is compared with healthy people
+        like them. Taken from ``extra`` when omitted; without them the report says
+        that the unconditional reference (all ages) was used.
 
     Returns
     -------
@@ -102,14 +107,17 @@ def write_report(
     stats = load_stats(checkpoint)
     model = load_autoencoder(checkpoint)
     volume, grid, note = _scan_on_model_grid(volume_path, stats)
-    res = analyse_volume(model, stats, volume, fpr=fpr)
+    if covariates is None:
+        covariates = {k: (extra or {})[k] for k in ("age", "sex", "site") if k in (extra or {})}
+    res = analyse_volume(model, stats, volume, fpr=fpr, covariates=_covariate_frame(covariates))
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in subject)
     save_nifti(grid.image(res.z), out_dir / f"{safe}_desc-deviation_zmap.nii.gz")
     write_table(out_dir / f"{safe}_regional_profile.tsv", res.profile)
 
-    figures = _figures(subject, volume, res, fpr, top)
+    figures = _figures(subject, volume, res, fpr, top, stats, covariates)
     subject_info = {"subject": subject, "scan": str(volume_path.resolve()),
-                    "data source": data_source, **(extra or {})}
+                    "data source": data_source, **(extra or {}),
+                    "compared with": _compared_with(res, covariates)}
     if note:
         subject_info["note"] = note
     page = _page(subject, data_source, stats, res, grid, fpr, top, figures, subject_info,
@@ -134,9 +142,30 @@ def _scan_on_model_grid(volume_path: Path, stats):
     return np.asarray(img.dataobj, dtype=np.float32), grid, note
 
 
-def _figures(subject: str, volume: np.ndarray, res, fpr: float, top: int) -> dict[str, bytes]:
-    """PNGs of the report: z overlay and anomaly map through the peak, regional profile."""
-    from .plots import figure_png, plot_planes, plot_profile
+def _covariate_frame(covariates: dict | None):
+    """One-row DataFrame of ``age``, ``sex``, ``site`` (``None`` when any is missing)."""
+    import pandas as pd
+
+    if not covariates or any(covariates.get(k) is None for k in ("age", "sex", "site")):
+        return None
+    return pd.DataFrame([{"age": float(covariates["age"]), "sex": str(covariates["sex"]),
+                          "site": str(covariates["site"])}])  # fmt: skip
+
+
+def _compared_with(res, covariates: dict | None) -> str:
+    if res.conditional:
+        return (f"healthy people aged {float(covariates['age']):.0f}, sex {covariates['sex']}, "
+                f"site {covariates['site']} (conditional reference)")
+    return "all healthy reference subjects, whatever their age, sex and site (no covariates given)"
+
+
+def _figures(subject: str, volume: np.ndarray, res, fpr: float, top: int, stats=None,
+             covariates: dict | None = None) -> dict[str, bytes]:
+    """PNGs of the report: z overlay and anomaly map through the peak, regional profile,
+    centile charts of the top regions and the ensemble's uncertainty map (when available)."""
+    import matplotlib.pyplot as plt
+
+    from .plots import figure_png, plot_centile_chart, plot_planes, plot_profile
 
     peak = np.unravel_index(int(np.argmax(np.abs(res.z))), res.z.shape)
     planes = figure_png(plot_planes(volume, res.z, peak, threshold=1.96,
@@ -146,7 +175,21 @@ def _figures(subject: str, volume: np.ndarray, res, fpr: float, top: int) -> dic
                                      title=f"anomalous voxels at {fpr:.0%} healthy FPR"))
     prof_png = figure_png(plot_profile(res.profile, top=top,
                                        title="regional deviation vs healthy reference"))
-    return {"planes": planes, "segmentation": seg_png, "profile": prof_png}
+    out = {"planes": planes, "segmentation": seg_png, "profile": prof_png}
+    if res.uncertainty is not None:
+        out["uncertainty"] = figure_png(plot_planes(volume, res.uncertainty, peak, threshold=1e-6,
+                                                    title="ensemble disagreement (SD of members' z)"))
+    if stats is not None and stats.regional_model is not None and res.conditional:
+        names = res.profile["name"].head(3).tolist()
+        fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            score = float(res.profile.set_index("name").loc[name, stats.regional.measure])
+            plot_centile_chart(stats.regional_model, name, str(covariates["site"]), ax=ax,
+                               subject={"age": float(covariates["age"]), "sex": str(covariates["sex"]),
+                                        "score": score, "label": subject})  # fmt: skip
+        fig.tight_layout()
+        out["centiles"] = figure_png(fig)
+    return out
 
 
 def _model_info(checkpoint: Path, stats, res, grid, fpr: float) -> dict:
@@ -159,13 +202,16 @@ def _model_info(checkpoint: Path, stats, res, grid, fpr: float) -> dict:
         "checkpoint sha256": _sha256(checkpoint)[:16],
         "architecture": f"3D conv autoencoder without skips, channels {training.get('model', {}).get('channels')}, "
         f"latent {training.get('model', {}).get('latent_channels')}",
-        "trained on": f"{training.get('n_subjects', {}).get('train', '?')} healthy subjects, "
-        f"{training.get('epochs', '?')} epochs, best val L1 {training.get('best_val_loss', float('nan')):.4f}",
-        "normative reference": f"{stats.residual.n} held-out healthy validation subjects",
+        "trained on": f"{stats.provenance.get('reference', str(stats.residual.n) + ' healthy subjects')}; "
+        f"{training.get('n_folds', 1)} member(s), epochs {training.get('epochs', '?')}, "
+        f"mean held-out L1 {training.get('best_val_loss', float('nan')):.4f}",
+        "normative reference": f"{stats.residual.n} healthy subjects (out-of-sample residuals); voxel norm "
+        f"conditional on {stats.provenance.get('covariate_terms') or 'nothing'}; regional model: "
+        f"{stats.provenance.get('regional_model', 'unconditional')}",
         "model data source": stats.provenance.get("data_source", "unknown"),
         "atlas": stats.atlas,
         "grid": f"{grid.shape} at {grid.resolution:g} mm (MNI152)",
-        "threshold": f"score > {res.threshold:.2f} = {fpr:.0%} voxel FPR on healthy validation scans",
+        "threshold": f"score > {res.threshold:.2f} = {fpr:.0%} voxel FPR on the healthy reference",
         "post-processing": ", ".join(f"{k}={v}" for k, v in stats.postprocessing.items()),
         "nbutils": __version__,
     }
@@ -175,8 +221,8 @@ def _page(subject, data_source, stats, res, grid, fpr, top, figures, subject_inf
     """The standalone HTML page."""
     vox_ml = grid.voxel_volume / 1000.0
     n_out = int(res.profile["outside_range"].sum())
-    table = res.profile.head(top)[["name", "hemisphere", "n_voxels", "mean_z", "p95_abs_z",
-                                   "profile", "centile", "outside_range"]]
+    table = res.profile.head(top)[["name", "hemisphere", "n_voxels", "mean_z", "profile", "centile",
+                                   "direction"]]
     table_html = table.to_html(index=False, float_format=lambda v: f"{v:.2f}", border=0)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     flag = ' class="flag"' if abs(res.total_deviation) > 1.96 else ""
@@ -188,10 +234,11 @@ def _page(subject, data_source, stats, res, grid, fpr, top, figures, subject_inf
 <div class="box">Total deviation: <b{flag}>{res.total_deviation:+.2f}</b> (z against healthy; normal range ±1.96)</div>
 <div class="box">Regions outside the 95 % range: <b>{n_out}</b> of {len(res.profile)}</div>
 <div class="box">Anomalous volume at {fpr:.0%} FPR: <b>{res.segmentation.sum() * vox_ml:.1f} ml</b></div>
+<p class="sub">Compared with: <b>{html.escape(subject_info.get("compared with", ""))}</b></p>
 <h2>Subject and scan</h2>{_kv(subject_info)}
 <h2>Deviation map</h2>
-<p>Voxel z-scores of the autoencoder residual against held-out healthy subjects
-(red: brighter than expected, blue: darker).</p>
+<p>Voxel z-scores of the autoencoder residual against healthy people like the subject
+(red: brighter than expected, blue: darker — in T1, darker means tissue replaced by CSF).</p>
 {_img(figures["planes"], "deviation overlay in three planes")}
 {_img(figures["segmentation"], "thresholded anomaly map in three planes")}
 <h2>Regional profile</h2>
@@ -199,12 +246,28 @@ def _page(subject, data_source, stats, res, grid, fpr, top, figures, subject_inf
 measure in healthy reference subjects; the shaded band is the healthy 95 % range.</p>
 {_img(figures["profile"], "regional profile against normative ranges")}
 <h3>Top {top} regions by |deviation|</h3>{table_html}
+{_centiles_section(figures)}{_uncertainty_section(figures)}
 <h2>Model provenance</h2>{_kv(model_info)}
 <p class="note">Research software, not a medical device. Deviations are relative to the
 model's healthy reference cohort ({html.escape(str(stats.provenance.get('data_source', 'unknown')))});
 they are only as representative as that cohort.</p>
 </body></html>
 """
+
+
+def _centiles_section(figures: dict) -> str:
+    if "centiles" not in figures:
+        return ""
+    return ("<h2>Centile charts</h2><p>Healthy 5/25/50/75/95 % centiles of the region score against "
+            "age (women red, men blue) at the subject's site; the dot is the subject.</p>"
+            + _img(figures["centiles"], "centile charts of the most deviating regions"))
+
+
+def _uncertainty_section(figures: dict) -> str:
+    if "uncertainty" not in figures:
+        return ""
+    return ("<h2>Model uncertainty</h2><p>Where the ensemble's members disagree (SD of their z-maps), "
+            "deviations are less certain.</p>" + _img(figures["uncertainty"], "ensemble disagreement"))
 
 
 def _find_scan(args) -> tuple[Path, str, dict]:
@@ -230,6 +293,9 @@ def _find_scan(args) -> tuple[Path, str, dict]:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``nbutils report``."""
     path, source, extra = _find_scan(args)
+    for key in ("age", "sex", "site"):
+        if getattr(args, key, None) is not None:
+            extra[key] = getattr(args, key)
     out = write_report(args.subject, path, args.model, args.out, source, fpr=args.fpr,
                        top=args.top, extra=extra)
     print(out)
@@ -253,4 +319,7 @@ def register(subparsers) -> None:
     p.add_argument("--fpr", type=float, default=0.05, choices=[0.01, 0.05],
                    help="healthy voxel false-positive rate of the anomaly threshold")
     p.add_argument("--top", type=int, default=20, help="regions in the profile")
+    p.add_argument("--age", type=float, help="age in years (else from participants.tsv)")
+    p.add_argument("--sex", help="sex as in the reference, e.g. F or M")
+    p.add_argument("--site", help="site / scanner label as in the reference")
     p.set_defaults(func=run)
