@@ -159,6 +159,30 @@ def test_report_command_writes_html(tiny_model, tmp_path):
     assert z.shape == (32, 32, 32)
 
 
+def test_batch_report_writes_every_subject_and_records_failures(tiny_model, tmp_path):
+    import shutil
+
+    ckpt, bids = tiny_model
+    batch = tmp_path / "bids"
+    shutil.copytree(bids, batch)
+    anat = batch / "sub-08" / "anat"
+    anat.mkdir(parents=True)
+    (anat / "sub-08_T1w.nii.gz").write_bytes(b"not a nifti")  # a broken scan: recorded, not fatal
+    (batch / "participants.tsv").write_text("participant_id\tage\tsex\tdiagnosis\n"
+                                            "sub-07\t70\tF\tAD\nsub-08\t60\tM\tCN\n")
+    args = _parser().parse_args(["report", "--all", "--model", str(ckpt), "--out", str(tmp_path / "out"),
+                                 "--bids", str(batch), "--jobs", "1"])
+    assert args.func(args) == 1  # one subject failed
+    index = pd.read_csv(tmp_path / "out" / "reports.tsv", sep="\t").set_index("subject")
+    assert index.loc["sub-07", "status"] == "done"
+    assert (tmp_path / "out" / "sub-07_deviation_report.html").exists()
+    assert index.loc["sub-08", "status"] == "failed" and "sub-08" in index.loc["sub-08", "error"]
+    with pytest.raises(SystemExit, match="exactly one --subject"):
+        a = _parser().parse_args(["report", "--subject", "a", "b", "--model", str(ckpt), "--out",
+                                  str(tmp_path), "--image", str(batch / "x.nii.gz")])
+        a.func(a)
+
+
 def test_report_command_errors(tiny_model, tmp_path):
     ckpt, bids = tiny_model
     args = _parser().parse_args(["report", "--subject", "sub-99", "--model", str(ckpt),

@@ -19,6 +19,7 @@ import base64
 import hashlib
 import html
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -270,49 +271,88 @@ def _uncertainty_section(figures: dict) -> str:
             "deviations are less certain.</p>" + _img(figures["uncertainty"], "ensemble disagreement"))
 
 
-def _find_scan(args) -> tuple[Path, str, dict]:
+def _find_scans(args) -> list[tuple[str, Path, str, dict]]:
+    """``(subject, scan, data source, extra)`` of every subject the command names."""
     if args.image:
-        return Path(args.image), args.data_source or f"file {args.image}", {}
+        if args.all or len(args.subject or []) != 1:
+            raise SystemExit("nbutils report: --image takes exactly one --subject")
+        return [(args.subject[0], Path(args.image), args.data_source or f"file {args.image}", {})]
     if not args.bids:
-        raise SystemExit("nbutils report: give --bids DIR (with --subject) or --image PATH")
+        raise SystemExit("nbutils report: give --bids DIR (with --subject or --all) or --image PATH")
+    if not args.all and not args.subject:
+        raise SystemExit("nbutils report: name --subject ... or --all")
     from nbutils.datasets import load_bids
 
     table = load_bids(args.bids)
-    sid = args.subject if args.subject.startswith("sub-") else f"sub-{args.subject}"
-    rows = table[table["participant_id"] == sid]
     if args.session:
-        rows = rows[rows["session"] == args.session]
-    if rows.empty:
-        raise SystemExit(f"nbutils report: subject {sid} not found in {args.bids}")
-    row = rows.iloc[0]
-    source = args.data_source or f"BIDS dataset '{row['dataset']}' ({Path(args.bids).resolve()})"
-    extra = {k: row[k] for k in ("age", "sex", "site", "diagnosis") if k in row and row[k] == row[k]}
-    return Path(row["path"]), source, extra
+        table = table[table["session"] == args.session]
+    wanted = (sorted(table["participant_id"].unique()) if args.all
+              else [s if s.startswith("sub-") else f"sub-{s}" for s in args.subject])  # fmt: skip
+    out = []
+    for sid in wanted:
+        rows = table[table["participant_id"] == sid]
+        if rows.empty:
+            raise SystemExit(f"nbutils report: subject {sid} not found in {args.bids}")
+        row = rows.iloc[0]
+        source = args.data_source or f"BIDS dataset '{row['dataset']}' ({Path(args.bids).resolve()})"
+        extra = {k: row[k] for k in ("age", "sex", "site", "diagnosis") if k in row and row[k] == row[k]}
+        for key in ("age", "sex", "site"):
+            if getattr(args, key, None) is not None:
+                extra[key] = getattr(args, key)
+        out.append((sid, Path(row["path"]), source, extra))
+    return out
+
+
+def _report_task(subject, path, model, out, source, fpr, top, extra) -> dict:
+    """One subject's report (a batch task: runs inline, in a process pool or on a Dask worker)."""
+    report = write_report(subject, path, model, out, source, fpr=fpr, top=top, extra=extra)
+    return {"subject": subject, "status": "done", "report": str(report), "error": ""}
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``nbutils report``."""
-    path, source, extra = _find_scan(args)
-    for key in ("age", "sex", "site"):
-        if getattr(args, key, None) is not None:
-            extra[key] = getattr(args, key)
-    out = write_report(args.subject, path, args.model, args.out, source, fpr=args.fpr,
-                       top=args.top, extra=extra)
-    print(out)
-    return 0
+    """Entry point of ``nbutils report``: one subject, or a batch on processes or a Dask cluster."""
+    from nbutils.io import write_table
+    from nbutils.parallel import executor_from_args, run_tasks
+
+    scans = _find_scans(args)
+    if len(scans) == 1 and args.jobs == 1 and not args.scheduler and not args.cluster:
+        subject, path, source, extra = scans[0]
+        print(write_report(subject, path, args.model, args.out, source, fpr=args.fpr, top=args.top,
+                           extra=extra))
+        return 0
+    tasks = [(s, str(p), args.model, args.out, src, args.fpr, args.top, extra) for s, p, src, extra in scans]
+
+    def failed(task, err):
+        return {"subject": task[0], "status": "failed", "report": "", "error": f"{type(err).__name__}: {err}"}
+
+    with executor_from_args(args) as executor:
+        rows = run_tasks(_report_task, tasks, executor, desc="reports", unit="subject", on_error=failed)
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    index = write_table(Path(args.out) / "reports.tsv", table)
+    bad = table[table["status"] != "done"]
+    print(f"{len(table) - len(bad)} of {len(table)} reports written; index {index}")
+    for r in bad.itertuples():
+        print(f"FAILED {r.subject}: {r.error}", file=sys.stderr)
+    return 1 if len(bad) else 0
 
 
 def register(subparsers) -> None:
     """Add the ``report`` command to an argparse ``subparsers`` object."""
+    from nbutils.parallel import add_executor_arguments
+
     p = subparsers.add_parser(
         "report",
-        help="single-subject normative deviation report (HTML)",
-        description="Write a standalone HTML deviation report for one preprocessed T1 scan.",
+        help="single-subject normative deviation reports (HTML), one or a batch",
+        description="Write a standalone HTML deviation report for preprocessed T1 scans: one subject, "
+                    "several, or --all of a BIDS folder, inline, in local processes or on a Dask cluster.",
     )
-    p.add_argument("--subject", required=True, help="subject label, e.g. sub-0042")
-    p.add_argument("--model", required=True, help="checkpoint (normative_stats.* beside it)")
+    p.add_argument("--subject", nargs="+", help="subject label(s), e.g. sub-0042")
+    p.add_argument("--all", action="store_true", help="every subject of --bids")
+    p.add_argument("--model", required=True, help="model (ensemble.json or checkpoint; normative_stats.* beside it)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--bids", help="BIDS folder holding the subject's preprocessed MNI T1")
+    p.add_argument("--bids", help="BIDS folder holding the subjects' preprocessed MNI T1")
     p.add_argument("--session", help="session label (ses-...) when a subject has several")
     p.add_argument("--image", help="path of the preprocessed T1 instead of --bids")
     p.add_argument("--data-source", help="text describing where the scan came from")
@@ -322,4 +362,5 @@ def register(subparsers) -> None:
     p.add_argument("--age", type=float, help="age in years (else from participants.tsv)")
     p.add_argument("--sex", help="sex as in the reference, e.g. F or M")
     p.add_argument("--site", help="site / scanner label as in the reference")
+    add_executor_arguments(p, unit="subjects")
     p.set_defaults(func=run)
