@@ -293,4 +293,7 @@ def build_normative_model(
     stats = fit_normative_stats(net, val, train, mask, provenance=prov, progress=progress,
                                 **(stats_options or {}))
     save_stats(stats, result.best_checkpoint)
+    from .guard import fit_guard_beside
+
+    fit_guard_beside(net, stats, val, result.best_checkpoint)  # scans unlike the reference get a warning
     return result, stats, net

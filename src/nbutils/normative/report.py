@@ -103,6 +103,7 @@ def write_report(
     model = load_autoencoder(checkpoint)
     volume, grid, note = _scan_on_model_grid(volume_path, stats)
     res = analyse_volume(model, stats, volume, fpr=fpr)
+    guard = _guard(checkpoint, stats, volume, res)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in subject)
     save_nifti(grid.image(res.z), out_dir / f"{safe}_desc-deviation_zmap.nii.gz")
     write_table(out_dir / f"{safe}_regional_profile.tsv", res.profile)
@@ -114,7 +115,35 @@ def write_report(
         subject_info["note"] = note
     page = _page(subject, data_source, stats, res, grid, fpr, top, figures, subject_info,
                  _model_info(checkpoint, stats, res, grid, fpr))  # fmt: skip
+    page = page.replace("<h2>Subject and scan</h2>", _guard_html(guard, stats) + "<h2>Subject and scan</h2>", 1)
     return write_text(out_dir / f"{safe}_deviation_report.html", page)
+
+
+def _guard(checkpoint: Path, stats, volume: np.ndarray, res):
+    """The scan guard's verdict (:mod:`nbutils.normative.guard`); unavailable for old model folders."""
+    import warnings
+
+    from .guard import check_scan, load_guard
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the page itself says the guard is missing
+        guard = load_guard(checkpoint)
+    return check_scan(guard, stats, volume, res.z)
+
+
+_GUARD_CSS = ("border:3px solid #b00;background:#fff0f0;color:#700;padding:.8em 1em;border-radius:6px;"
+              "font-weight:600;margin:1em 0")
+
+
+def _guard_html(guard, stats) -> str:
+    """A prominent banner when the scan is unlike the reference (or nobody could check), else one line."""
+    trained = html.escape(str(stats.provenance.get("data_source") or "unknown data"))
+    measures = ", ".join(f"{k} {v:.3g}" for k, v in guard.measures.items())
+    if guard.warning:
+        return (f'<div class="guard-warning" role="alert" style="{_GUARD_CSS}">{html.escape(guard.warning)}'
+                f'<br/><span style="font-weight:400">Measures of this scan: {html.escape(measures)}</span></div>')
+    return (f'<p class="guard-ok">Scan guard: inside the healthy reference range on every measure '
+            f"({html.escape(measures)}); model trained on {trained}.</p>")
 
 
 def _scan_on_model_grid(volume_path: Path, stats):
