@@ -35,7 +35,7 @@
 # |---|---|
 # | Notebooks | 00 (synthetic cohort), run first with the same profile: it generates the cohort this notebook opens |
 # | Concepts | convolution, autoencoders, train/validation splits |
-# | Data | the synthetic cohort in MNI space (`<data_dir>/synthetic/<profile>-mni`) |
+# | Data | the synthetic cohort in MNI space (`<data_dir>/synthetic/<profile>-mni`), or a folder written by `nbutils prep` (parameter `dataset`) |
 #
 # **Expected CPU time** (2 cores): about 2–3 minutes with the `quick` profile, under a minute with `smoke`.
 
@@ -47,6 +47,7 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
+dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics); empty: the synthetic cohort
 # model
 channels: list[int] = [16, 32, 64, 128]  # feature maps per level; 4 levels: 80x96x80 -> 5x6x5
 latent_channels: int = 32
@@ -88,7 +89,9 @@ P
 # We use the synthetic cohort (real MNI152 anatomy with known ground truth; see notebook 00). Its MNI
 # images are already skull-stripped and z-scored within the brain, on the 2 mm grid of
 # Behrendt et al. (80×96×80). `load_bids` reads it like any BIDS dataset, so a real preprocessed
-# dataset drops in by changing the folder.
+# dataset drops in by changing the folder: set `dataset` to a folder written by `nbutils prep` (for IXI:
+# `nbutils prep --ixi <IXI-T1 folder> --out <folder>`, then `nbutils run --profile real -p dataset <folder>`;
+# see the README) and every notebook, figure and metrics file names that dataset instead.
 
 # %%
 import matplotlib.pyplot as plt

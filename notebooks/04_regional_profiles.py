@@ -35,7 +35,7 @@
 # |---|---|
 # | Notebooks | 02 (model + normative statistics); 03 helps to read the maps |
 # | Concepts | atlases, z-scores and centiles, ROC AUC |
-# | Data | synthetic cohort (CN, MCI, AD) in MNI space; Neuromorphometrics atlas (AAL: set `atlas` in 02) |
+# | Data | synthetic cohort (CN, MCI, AD) in MNI space, or a folder written by `nbutils prep` (parameter `dataset`); Neuromorphometrics atlas (AAL: set `atlas` in 02) |
 #
 # **Expected CPU time** (2 cores): under a minute with the `quick` profile.
 
@@ -45,6 +45,7 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
+dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics); empty: the synthetic cohort
 top_k: int = 5
 report_subject: str = ""  # empty: the AD subject with the largest total deviation
 n_timing: int = 5
@@ -134,24 +135,30 @@ from nbutils.normative.evaluate import ad_localisation, age_matched_auc, target_
 
 targets = ad_target_regions(list(profiles.columns))
 dx = test["diagnosis"].to_numpy()
-ad_hits, tops = ad_localisation(profiles[dx == "AD"], targets, P.top_k)
+HAS_AD = bool((dx == "AD").any())  # a real healthy cohort (IXI) has none: the AD checks are skipped
 test["mtl_composite"] = target_composite(profiles, targets).to_numpy()
-separation = pd.DataFrame({
-    (score, group): age_matched_auc(test[score], dx, test["age"], group, seed=P.seed)
-    for score in ("total_deviation", "mtl_composite") for group in ("AD", "MCI")}).T
-print(f"AD subjects with an AD target region in their top {P.top_k}: {ad_hits['hit_rate']:.2f} "
-      f"({ad_hits['hits']:.0f}/{ad_hits['n']:.0f}) vs chance {ad_hits['chance']:.2f} "
-      f"({ad_hits['n_targets']} targets among {ad_hits['n_regions']} regions), p = {ad_hits['p_value']:.3g}; "
-      f"{data.source}")
-medians = test.groupby("diagnosis")[["total_deviation", "mtl_composite"]].median().reindex(["CN", "MCI", "AD"])
-print("medians by group (MCI should lie between CN and AD):")
-display(medians.round(3))
 fig = plot_total_deviation(test)
 fig.axes[0].set_title(f"total deviation ({data.source})", fontsize=8)
 save_figure(fig, P.reports_dir, STEM, "total_deviation")
 plt.show()
-display(separation[["auc", "ci_low", "ci_high", "n_case", "n_control", "n_control_all"]].round(3))
-tops
+medians = test.groupby("diagnosis")[["total_deviation", "mtl_composite"]].median().reindex(["CN", "MCI", "AD"])
+print("medians by group (MCI should lie between CN and AD):")
+display(medians.round(3))
+if not HAS_AD:
+    ad_hits, separation = {}, pd.DataFrame()
+    print(f"SKIPPED — the AD hit rate and AD/MCI vs CN separation need AD subjects; the held-out subjects "
+          f"of the {data.source} are {test['diagnosis'].value_counts().to_dict()}")
+else:
+    ad_hits, tops = ad_localisation(profiles[dx == "AD"], targets, P.top_k)
+    separation = pd.DataFrame({
+        (score, group): age_matched_auc(test[score], dx, test["age"], group, seed=P.seed)
+        for score in ("total_deviation", "mtl_composite") for group in ("AD", "MCI")}).T
+    print(f"AD subjects with an AD target region in their top {P.top_k}: {ad_hits['hit_rate']:.2f} "
+          f"({ad_hits['hits']:.0f}/{ad_hits['n']:.0f}) vs chance {ad_hits['chance']:.2f} "
+          f"({ad_hits['n_targets']} targets among {ad_hits['n_regions']} regions), p = {ad_hits['p_value']:.3g}; "
+          f"{data.source}")
+    display(separation[["auc", "ci_low", "ci_high", "n_case", "n_control", "n_control_all"]].round(3))
+    display(tops)
 
 # %% [markdown]
 # **Exercise.** Small regions (accumbens, optic chiasm) sometimes top a profile. Why, and what would
@@ -181,6 +188,9 @@ else:
 row = test.set_index("participant_id").loc[chosen]
 j_chosen = int(np.flatnonzero(test["participant_id"] == chosen)[0])
 table = analyse_volume(model, stats, volumes[j_chosen], labels).profile
+guard = run.check(volumes[j_chosen], z[j_chosen])  # is the scan like the healthy reference at all?
+print(guard.warning or f"scan guard: {chosen} is inside the healthy reference's range "
+      f"({', '.join(f'{k} {v:.3g}' for k, v in guard.measures.items())})")
 fig = plot_profile(table, top=15, title=f"{chosen} ({row['diagnosis']}), total deviation "
                    f"{row['total_deviation']:+.2f} — {data.source}")
 save_figure(fig, P.reports_dir, STEM, "subject_profile")
@@ -198,7 +208,8 @@ for g in ["AD", "MCI", "CN"]:
         if g == "AD":
             j = j_chosen
         raw = region_statistics(z[j], labels, ref.regions["index"], stats.mask)
-        views[f"{test['participant_id'][j]} ({g})"] = ExplorerSubject(volumes[j], z[j], ref.profile_table(raw))
+        views[f"{test['participant_id'][j]} ({g})"] = ExplorerSubject(volumes[j], z[j], ref.profile_table(raw),
+                                                                     run.check(volumes[j], z[j]).warning)
 explorer = DeviationExplorer(views, centroids)
 display(explorer.widget)
 
@@ -217,6 +228,7 @@ plt.show()
 #
 # ```
 # nbutils report --subject sub-XXXX --bids <cohort folder> --model <checkpoint> --out reports/subjects
+# nbutils report --subject sub-XXXX --prep <nbutils prep folder> --model <checkpoint> --out reports/subjects
 # ```
 
 # %%
@@ -225,7 +237,8 @@ from nbutils.normative.report import write_report
 report = write_report(chosen, row["path"], checkpoint, Path(P.reports_dir) / "subjects", data.source,
                       extra={"diagnosis": row["diagnosis"]})
 print("report:", report)
-print(f"nbutils report --subject {chosen} --bids {data.root} --model {checkpoint} --out {report.parent}")
+where = f"--prep {data.root}" if data.kind == "prep" else f"--bids {data.root}"
+print(f"nbutils report --subject {chosen} {where} --model {checkpoint} --out {report.parent}")
 
 # %% [markdown]
 # ## 5 · How fast is single-subject inference?
@@ -256,9 +269,10 @@ from nbutils.reporting import write_metrics
 write_metrics(P.reports_dir, STEM, {
     "ad_target_regions": targets,
     "ad_top_k": P.top_k,
-    "ad_target_in_top_k_rate": ad_hits["hit_rate"],
-    "ad_target_in_top_k_chance": ad_hits["chance"],
-    "ad_target_in_top_k_p_value": ad_hits["p_value"],
+    **({"ad_target_in_top_k_rate": ad_hits["hit_rate"],
+        "ad_target_in_top_k_chance": ad_hits["chance"],
+        "ad_target_in_top_k_p_value": ad_hits["p_value"]} if HAS_AD else
+       {"ad_evaluation": "skipped: no AD subjects among the held-out subjects"}),
     "age_matching": f"CN aged within the patient group's age range +- {AGE_MATCH_MARGIN_YEARS:g} years",
     **{f"{group.lower()}_vs_age_matched_cn_{score}_auc": {k: float(v) for k, v in row.items()}
        for (score, group), row in separation.iterrows()},
@@ -269,6 +283,8 @@ write_metrics(P.reports_dir, STEM, {
     "n_ad_test": int((dx == "AD").sum()),
     "n_cn_test": int((dx == "CN").sum()),
     "report_subject": chosen,
+    "report_subject_guard_flagged": guard.flagged,
+    "report_subject_guard_warning": guard.warning,
 }, data_source=data.source)
 
 # %% [markdown]

@@ -51,6 +51,7 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
+dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics); empty: the synthetic cohort
 # evaluation extras
 mci_models: list[str] = ["baseline"]  # models also run on the harder MCI vs CN task ([] to skip)
 mc_passes: int = 10  # Monte-Carlo dropout passes

@@ -48,6 +48,7 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
+dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics); empty: the synthetic cohort
 n_no_tumour: int | None = None  # CN subjects used as no-tumour class; None means as many as the largest tumour class
 # 2D slice path
 slice_size: int = 64  # pixels (square) the slices are resized to

@@ -124,10 +124,10 @@ def test_old_model_folder_warns_instead_of_crashing(reference, tmp_path):
         load_guard(tmp_path / "best.ckpt")
 
 
-def test_training_hook_needs_two_reference_scans(reference, tmp_path):
+def test_training_hook_needs_three_reference_scans(reference, tmp_path):
     model, stats, _, labels, test, _ = reference
     with pytest.warns(UserWarning, match="no scan guard fitted"):
-        assert fit_guard_beside(model, stats, test[:1], tmp_path / "best.ckpt") is None
+        assert fit_guard_beside(model, stats, test[:2], tmp_path / "best.ckpt") is None
     assert not (tmp_path / GUARD_FILE).exists()
 
 

@@ -299,6 +299,13 @@ class NormativeRun:
     stats: Any
     subjects: pd.DataFrame
     training: dict
+    guard: Any = None  # nbutils.normative.guard.ScanGuard, None for model folders older than the guard
+
+    def check(self, volume: np.ndarray, z: np.ndarray):
+        """The scan guard's verdict on one scan (:func:`nbutils.normative.guard.check_scan`)."""
+        from nbutils.normative.guard import check_scan
+
+        return check_scan(self.guard, self.stats, volume, z)
 
     def split(self, name: str, diagnoses: list[str] | None = None) -> pd.DataFrame:
         """The subjects of one split (``train``, ``val``, ``test``), optionally of some diagnoses."""
@@ -323,6 +330,7 @@ def open_normative_model(params: Any) -> NormativeRun:
     """
     import json
 
+    from nbutils.normative.guard import load_guard
     from nbutils.normative.stats import load_stats
     from nbutils.normative.train import load_autoencoder
 
@@ -340,4 +348,5 @@ def open_normative_model(params: Any) -> NormativeRun:
         stats=load_stats(checkpoint),
         subjects=pd.read_csv(folder / "subjects.tsv", sep="\t"),
         training=json.loads((folder / "training.json").read_text()),
+        guard=load_guard(checkpoint),
     )

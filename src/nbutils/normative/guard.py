@@ -24,10 +24,13 @@ clinical output, and a patient is supposed to exceed the healthy range there.
 A very large lesion can still trip mean ``|z|``; the warning says so.
 
 The reference's z-maps are leave-one-out (as for the thresholds), so each
-reference scan is scored like a new one. A range's limit is the 99.9th
-centile of a normal distribution fitted to the (transformed: Fisher ``atanh``
-for the correlation, ``log`` for mean ``|z|``) reference values, widened to
-include every reference value. The guard is saved beside the checkpoint as
+reference scan is scored like a new one; at least :data:`MIN_REFERENCE` scans
+are needed. A range's limit is the one-sided 99.9 % *prediction* limit for a
+new scan from a normal distribution fitted to the (transformed: Fisher
+``atanh`` for the correlation, ``log`` for mean ``|z|``) reference values —
+Student's t with n-1 degrees of freedom times ``sd * sqrt(1 + 1/n)``, so a small
+reference gives a wide range rather than false alarms — widened to include
+every reference value. The guard is saved beside the checkpoint as
 ``scan_guard.json`` (:func:`guard_path`).
 """
 
@@ -55,6 +58,8 @@ __all__ = [
 ]
 
 GUARD_FILE = "scan_guard.json"
+#: Fewest healthy reference scans a guard is fitted on (leave-one-out z-maps need 3).
+MIN_REFERENCE = 3
 #: One-sided centile of the reference distribution beyond which a measure is flagged.
 CENTILE = 0.999
 #: Direction in which each measure is abnormal, its transform and its wording.
@@ -87,11 +92,11 @@ class ScanGuard:
     centile: float = CENTILE
 
     def describe(self, name: str) -> str:
-        """``"reference 0.91-0.97 (n=12); flagged below 0.88"``."""
+        """``"healthy reference 0.91 to 0.97 (n=12); flagged below 0.88 (99.9% prediction limit)"``."""
         r = self.ranges[name]
         side = "below" if r["direction"] == "low" else "above"
         return (f"healthy reference {r['reference_min']:.3g} to {r['reference_max']:.3g} (n={r['n']}); "
-                f"flagged {side} {r['limit']:.3g} ({self.centile:.1%} centile)")
+                f"flagged {side} {r['limit']:.3g} ({self.centile:.1%} prediction limit)")
 
 
 @dataclass(frozen=True)
@@ -127,8 +132,9 @@ def _range(values: np.ndarray, direction: str, forward, inverse, centile: float)
     v = np.asarray(values, dtype=np.float64)
     t = forward(np.clip(v, -0.999999, 0.999999) if forward is np.arctanh else np.maximum(v, 1e-12)) \
         if forward is not None else v
-    q = sps.norm.ppf(centile)
-    sd = float(t.std(ddof=1)) if len(t) > 1 else 0.0
+    n = len(t)
+    q = float(sps.t.ppf(centile, n - 1)) * np.sqrt(1 + 1 / n)
+    sd = float(t.std(ddof=1))
     limit = float(t.mean() - q * sd) if direction == "low" else float(t.mean() + q * sd)
     limit = float(inverse(limit)) if inverse is not None else limit
     limit = min(limit, float(v.min())) if direction == "low" else max(limit, float(v.max()))
@@ -146,21 +152,18 @@ def fit_guard(model, stats, val_volumes: np.ndarray, centile: float = CENTILE) -
     stats : NormativeStats
         Its normative statistics (fitted on ``val_volumes``).
     val_volumes : array ``(N, X, Y, Z)``
-        The held-out healthy validation scans; N >= 3 for leave-one-out maps
-        (fewer: in-sample maps, which make the ``|z|`` ranges too narrow).
+        The held-out healthy validation scans, at least :data:`MIN_REFERENCE`.
     """
     from .deviation import leave_one_out_z, residual
     from .model import reconstruct
-    if len(val_volumes) < 2:
-        raise ValueError(f"the scan guard needs at least 2 healthy reference scans, got {len(val_volumes)}")
+    if len(val_volumes) < MIN_REFERENCE:
+        raise ValueError(f"the scan guard needs at least {MIN_REFERENCE} healthy reference scans "
+                         f"(leave-one-out z-maps), got {len(val_volumes)}")
     mask = stats.mask
     res = residual(val_volumes, reconstruct(model, val_volumes), mask)
-    if len(val_volumes) >= 3:
-        norm = stats.residual
-        z = leave_one_out_z(res, mask, norm.sigma, stats.provenance.get("stats_options", {}).get("map_sigma", 2.0))
-        z = z / float(stats.provenance.get("calibration_factor", 1.0))
-    else:
-        z = stats.residual.z(res)
+    map_sigma = stats.provenance.get("stats_options", {}).get("map_sigma", 2.0)
+    z = leave_one_out_z(res, mask, stats.residual.sigma, map_sigma)
+    z = z / float(stats.provenance.get("calibration_factor", 1.0))
     values = scan_measures(stats, val_volumes, z)
     ranges = {name: _range(values[name], *MEASURES[name][:3], centile) for name in values}
     return ScanGuard(ranges, str(stats.provenance.get("data_source", "")), centile)
@@ -212,8 +215,9 @@ def check_scan(guard: ScanGuard | None, stats, volume: np.ndarray, z: np.ndarray
     trained = stats.provenance.get("data_source") or "unknown data"
     if guard is None:
         return GuardResult(measures, [], None,
-                           "SCAN GUARD UNAVAILABLE: this model folder has no scan_guard.json, so nobody "
-                           "checked that the scan resembles the healthy reference "
+                           "SCAN GUARD UNAVAILABLE: no scan_guard.json was saved with this model (a model "
+                           f"folder older than the guard, or fewer than {MIN_REFERENCE} healthy reference scans), "
+                           "so nobody checked that the scan resembles the healthy reference "
                            f"(model trained on {trained}); read the profile with care.")
     outside = []
     for name, value in measures.items():
@@ -235,10 +239,10 @@ def check_scan(guard: ScanGuard | None, stats, volume: np.ndarray, z: np.ndarray
 def fit_guard_beside(model, stats, val_volumes: np.ndarray, checkpoint: str | os.PathLike) -> ScanGuard | None:
     """Fit the guard on the validation scans and save it beside ``checkpoint`` (the training hook).
 
-    With fewer than 2 validation scans no guard is written (a warning says so);
-    checks then report the guard as unavailable.
+    With fewer than :data:`MIN_REFERENCE` validation scans no guard is written
+    (a warning says so); checks then report the guard as unavailable.
     """
-    if len(val_volumes) < 2:
+    if len(val_volumes) < MIN_REFERENCE:
         warnings.warn(f"{len(val_volumes)} validation scan(s): no scan guard fitted for {checkpoint}", stacklevel=2)
         return None
     guard = fit_guard(model, stats, val_volumes)

@@ -239,19 +239,25 @@ they are only as representative as that cohort.</p>
 def _find_scan(args) -> tuple[Path, str, dict]:
     if args.image:
         return Path(args.image), args.data_source or f"file {args.image}", {}
-    if not args.bids:
-        raise SystemExit("nbutils report: give --bids DIR (with --subject) or --image PATH")
-    from nbutils.datasets import load_bids
+    if not args.bids and not args.prep:
+        raise SystemExit("nbutils report: give --bids DIR or --prep DIR (with --subject), or --image PATH")
+    if args.prep:
+        from nbutils.runs import open_prep_dataset
 
-    table = load_bids(args.bids)
+        data = open_prep_dataset(args.prep)
+        table, default_source = data.table, data.source
+    else:
+        from nbutils.datasets import load_bids
+
+        table, default_source = load_bids(args.bids), None
     sid = args.subject if args.subject.startswith("sub-") else f"sub-{args.subject}"
     rows = table[table["participant_id"] == sid]
     if args.session:
         rows = rows[rows["session"] == args.session]
     if rows.empty:
-        raise SystemExit(f"nbutils report: subject {sid} not found in {args.bids}")
+        raise SystemExit(f"nbutils report: subject {sid} not found in {args.prep or args.bids}")
     row = rows.iloc[0]
-    source = args.data_source or f"BIDS dataset '{row['dataset']}' ({Path(args.bids).resolve()})"
+    source = args.data_source or default_source or f"BIDS dataset '{row['dataset']}' ({Path(args.bids).resolve()})"
     extra = {k: row[k] for k in ("age", "sex", "site", "diagnosis") if k in row and row[k] == row[k]}
     return Path(row["path"]), source, extra
 
@@ -276,6 +282,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="checkpoint (normative_stats.* beside it)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--bids", help="BIDS folder holding the subject's preprocessed MNI T1")
+    p.add_argument("--prep", help="folder written by `nbutils prep` (prep.tsv) holding the subject's scan")
     p.add_argument("--session", help="session label (ses-...) when a subject has several")
     p.add_argument("--image", help="path of the preprocessed T1 instead of --bids")
     p.add_argument("--data-source", help="text describing where the scan came from")
