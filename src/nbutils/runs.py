@@ -233,7 +233,7 @@ def open_prep_dataset(folder: str | Path) -> RunDataset:
         warnings.warn(f"{tsv}: {len(prep) - len(done)} scan(s) failed preprocessing and are left out", stacklevel=2)
     try:
         demo = _demographics(folder, done)
-    except (DatasetError, OSError) as err:
+    except (DatasetError, OSError, IndexError) as err:
         raise FileNotFoundError(
             f"{folder}: no participants.tsv and the raw dataset could not be re-read ({err}); write "
             f"{folder / 'participants.tsv'} with participant_id, {', '.join(DEMOGRAPHICS)}") from err
