@@ -238,13 +238,21 @@ plt.show()
 # (`normative_stats.npz` + `.json`): the healthy residual mean and SD maps, thresholds at 1 % and 5 %
 # voxel false-positive rate (from leave-one-out z-maps of the validation subjects, so never from
 # lesions), the post-processing, and the regional reference distribution. Notebooks 03 and 04 and the
-# `nbutils report` command need only the checkpoint folder.
+# `nbutils report` command need only the checkpoint folder. Beside them, `scan_guard.json` holds the
+# healthy reference's range of two whole-scan measures (correlation with the reference mean image, mean
+# |z|): a scan outside it — another scanner or contrast, a failed preprocessing — is flagged wherever its
+# profile is shown (`nbutils.normative.guard`).
 
 # %%
 from nbutils.normative.plots import slice_at
 from nbutils.normative.stats import stats_paths
 
 print([p.name for p in stats_paths(result.best_checkpoint)], "thresholds:", stats.thresholds)
+from nbutils.normative.guard import guard_path, load_guard
+
+guard = load_guard(result.best_checkpoint) if guard_path(result.best_checkpoint).is_file() else None
+print("scan guard (scans unlike this reference get a warning):",
+      {k: guard.describe(k) for k in guard.ranges} if guard else "none: fewer than 3 validation scans")
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
 k = stats.mask.shape[2] // 2
 for ax, (name, arr) in zip(axes, [("healthy residual mean", stats.residual.mean),

@@ -24,12 +24,12 @@ NOTEBOOKS = ["02_train_normative_autoencoder", "03_deviation_maps", "04_regional
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # native cohort + prep + three smoke notebooks (~4 min on a quiet 2-core machine)
+@pytest.mark.timeout(1500)  # native cohort + prep + three smoke notebooks
 def test_native_scans_to_prep_to_notebooks_to_report(native_prep, tmp_path):
     from nbutils.runner import run_notebooks
 
     orientations = {nib.aff2axcodes(nib.load(p).affine) for p in native_prep.raw.glob("sub-*/anat/*_T1w.nii.gz")}
-    assert len(orientations) >= 3, orientations
+    assert len(orientations) >= 2, orientations
     data = open_prep_dataset(native_prep.prep)
     assert data.kind == "prep" and data.resolution == 4.0 and len(data.table) == 7
     assert data.source == prep_label(native_prep.prep, 7) == "preprocessed dataset prep (7 scans, prep.tsv)"

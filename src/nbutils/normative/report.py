@@ -10,6 +10,12 @@ Example::
 
     nbutils report --subject sub-0042 --bids data/synthetic/quick-mni \\
         --model data/models/quick/normative_ae/checkpoints/best.ckpt --out reports/subjects
+    nbutils report --subject sub-IXI002 --prep /data/ixi-prep \\
+        --model data/models/real/normative_ae/checkpoints/best.ckpt --out reports/subjects
+
+The scan guard saved beside the checkpoint (:mod:`nbutils.normative.guard`)
+puts a red warning at the top of the page when the scan is unlike the
+model's healthy reference, and says so when the model has no guard.
 """
 
 from __future__ import annotations
