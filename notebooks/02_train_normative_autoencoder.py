@@ -37,7 +37,7 @@
 # |---|---|
 # | Notebooks | 00 (synthetic cohort), run first with the same profile: it generates the cohort this notebook opens |
 # | Concepts | convolution, autoencoders, train/validation splits |
-# | Data | the synthetic cohort in MNI space (`<data_dir>/synthetic/<profile>-mni`) |
+# | Data | the synthetic cohort in MNI space (`<data_dir>/synthetic/<profile>-mni`), or a folder written by `nbutils prep` (parameter `dataset`) |
 #
 # **Expected CPU time** (2 cores): about 3 minutes with the `quick` profile, about a minute with `smoke`.
 
@@ -49,6 +49,7 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
+dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics); empty: the synthetic cohort
 # model
 channels: list[int] = [16, 32, 64, 128]  # feature maps per level; 4 levels: 80x96x80 -> 5x6x5
 latent_channels: int = 32
@@ -90,7 +91,9 @@ P
 # We use the synthetic cohort (real MNI152 anatomy with known ground truth; see notebook 00). Its MNI
 # images are already skull-stripped and z-scored within the brain, on the 2 mm grid of
 # Behrendt et al. (80×96×80). `load_bids` reads it like any BIDS dataset, so a real preprocessed
-# dataset drops in by changing the folder.
+# dataset drops in by changing the folder: set `dataset` to a folder written by `nbutils prep` (for IXI:
+# `nbutils prep --ixi <IXI-T1 folder> --out <folder>`, then `nbutils run --profile real -p dataset <folder>`;
+# see the README) and every notebook, figure and metrics file names that dataset instead.
 
 # %%
 import matplotlib.pyplot as plt
@@ -251,12 +254,20 @@ plt.show()
 # false-positive rate (from leave-one-out z-maps of the reference subjects, so never from lesions),
 # the post-processing, and the regional model. Notebooks 03 and 04 and the `nbutils report` command
 # need only this folder. Below: what the reference expects of a healthy 30- and 80-year-old.
+# Beside them, `scan_guard.json` holds the healthy reference's range of two whole-scan measures
+# (correlation with the reference mean image, mean |z|): a scan outside it — another scanner or
+# contrast, a failed preprocessing — is flagged wherever its profile is shown (`nbutils.normative.guard`).
 
 # %%
 from nbutils.normative.plots import plot_conditional_norm
 from nbutils.normative.stats import stats_paths
 
 print([p.name for p in stats_paths(result.best_checkpoint)], "thresholds:", stats.thresholds)
+from nbutils.normative.guard import guard_path, load_guard
+
+guard = load_guard(result.best_checkpoint) if guard_path(result.best_checkpoint).is_file() else None
+print("scan guard (scans unlike this reference get a warning):",
+      {k: guard.describe(k) for k in guard.ranges} if guard else "none: fewer than 3 reference scans")
 site = subjects.loc[subjects["fold"] >= 0, "site"].mode().iloc[0]
 fig = plot_conditional_norm(stats, ages=(30, 80), sex="F", site=site)
 fig.suptitle(f"expected healthy residual, women at {site}, by age ({data.source})", fontsize=8)

@@ -37,7 +37,7 @@
 # |---|---|
 # | Notebooks | 02 (trains the model and saves it with its normative statistics) |
 # | Concepts | z-scores, false-positive rate, precision–recall, Dice |
-# | Data | synthetic cohort in MNI space with ground-truth tumour masks |
+# | Data | synthetic cohort in MNI space with ground-truth tumour masks, or a folder written by `nbutils prep` (parameter `dataset`; lesion sections need BraTS `seg` labels) |
 #
 # **Expected CPU time** (2 cores): about 4 minutes with the `quick` profile (the stability retrains
 # take most of it), about a minute with `smoke`.
@@ -48,6 +48,7 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
+dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics); empty: the synthetic cohort
 stability_seeds: list[int] = [1, 2, 3]  # retrained ensembles, at least 2, all with the same budget
 stability_epochs: int = 10
 stability_minutes: float | None = 2.0  # wall-clock safety cap per member of each replicate
@@ -77,7 +78,6 @@ from nbutils.normative.data import load_volumes
 from nbutils.normative.pipeline import atlas_arrays, covariates_of, member_z_maps
 from nbutils.reporting import save_figure
 from nbutils.runs import open_dataset, open_normative_model
-from nbutils.synth.cohort import subject_paths
 
 STEM = "03_deviation_maps"
 data = open_dataset(P)
@@ -176,9 +176,13 @@ calib.round(3)
 # scored **lesion-wise** — a lesion is detected when a component of the segmentation touches it — with
 # the **false-positive clusters** on healthy test scans beside it (otherwise flagging the whole brain
 # would detect everything).
+#
+# These sections need lesion ground truth: the synthetic cohort's tumour masks, or BraTS `seg` labels
+# of a preprocessed dataset (moved to the model grid with each scan's saved registration). Without it
+# (e.g. IXI, or native synthetic scans after `nbutils prep`) they print **SKIPPED** and say why.
 
 # %%
-import nibabel as nib
+from IPython.display import display
 
 from nbutils.normative.evaluate import (
     detection_by_class,
@@ -190,15 +194,19 @@ from nbutils.normative.evaluate import (
 
 thresholds = {fpr: healthy_thresholds(stats, fpr) for fpr in (0.05, 0.01)}
 tum = test[is_tumour].reset_index(drop=True)
-truth = np.stack([np.asarray(nib.load(subject_paths(data.root, pid)["tumour"]).dataobj) > 0
-                  for pid in tum["participant_id"]])
-scores = method_scores(model, stats, test_volumes[is_tumour], covariates_of(tum))
-min_size = stats.postprocessing["min_size"]
-by_class = detection_by_class(scores, thresholds, truth, tum["diagnosis"], stats.mask, min_size)
-print(f"tumour detection on {len(tum)} held-out tumour scans; lesion voxels inside the analysis mask: "
-      f"{truth[:, stats.mask].sum() / truth.sum():.1%} ({data.source})")
-by_class.pivot_table(index=["class", "method"], columns="fpr",
-                     values=["auprc", "auprc_chance", "best_dice", "dice_at_fpr", "dice_ceiling"]).round(3)
+# Ground truth: the generator's tumour masks, or BraTS seg labels of a preprocessed dataset; else skipped
+truth, truth_note = data.lesion_masks(list(tum["participant_id"]))
+HAS_TRUTH = truth is not None
+if not HAS_TRUTH:
+    print(f"SKIPPED — tumour detection needs lesion ground truth: {truth_note}")
+else:
+    scores = method_scores(model, stats, test_volumes[is_tumour], covariates_of(tum))
+    min_size = stats.postprocessing["min_size"]
+    by_class = detection_by_class(scores, thresholds, truth, tum["diagnosis"], stats.mask, min_size)
+    print(f"tumour detection on {len(tum)} held-out tumour scans; lesion voxels inside the analysis mask: "
+          f"{truth[:, stats.mask].sum() / truth.sum():.1%} ({data.source})")
+    display(by_class.pivot_table(index=["class", "method"], columns="fpr",
+                                 values=["auprc", "auprc_chance", "best_dice", "dice_at_fpr", "dice_ceiling"]).round(3))
 
 # %% [markdown]
 # Lesion-wise: the share of tumours touched by the segmentation, by size and by class, at both thresholds
@@ -209,46 +217,52 @@ from IPython.display import display
 
 from nbutils.evaluation import detection_rate_by
 
-voxel_mm3 = float(stats.resolution) ** 3
-lesions = pd.concat([
-    lesion_wise(scores, thr, truth, stats.mask, voxel_mm3, min_size, subjects=tum["participant_id"]).assign(fpr=fpr)
-    for fpr, thr in thresholds.items()], ignore_index=True)
-lesions["class"] = lesions["subject"].map(dict(zip(tum["participant_id"], tum["diagnosis"], strict=True)))
-healthy_scores = method_scores(model, stats, test_volumes[is_cn], covariates_of(test[is_cn]))
-fp = pd.concat([false_positive_clusters(healthy_scores, thr, stats.mask, min_size).assign(fpr=fpr)
-                for fpr, thr in thresholds.items()], ignore_index=True)
-by_size = detection_rate_by(lesions, ["fpr", "method", "size_bin"]).reset_index()
-by_type = detection_rate_by(lesions, ["fpr", "method", "class"]).reset_index()
-fp_per_scan = fp.groupby(["fpr", "method"])[["components", "voxels"]].mean()
-large = lesions[(lesions["fpr"] == 0.05) & (lesions["method"] == "autoencoder") & (lesions["volume_cm3"] >= 1.0)]
-large_rate = float(large["detected"].mean()) if len(large) else float("nan")
-pooled_auprc = by_class[(by_class["class"] == "all") & (by_class["fpr"] == 0.05)].set_index("method")["auprc"]
-print(f"{len(lesions) // (2 * len(scores))} lesions in {len(tum)} tumour scans; false-positive clusters "
-      f"on {int(is_cn.sum())} healthy test scans ({data.source})")
-print(f"lesions >= 1 cm3 detected by the autoencoder at the 5 % threshold: {large_rate:.2f} ({len(large)} lesions; "
-      f"target >= 0.90: {'met' if large_rate >= 0.9 else 'NOT MET'})")
-print(f"AUPRC autoencoder {pooled_auprc['autoencoder']:.3f} vs voxel-z baseline {pooled_auprc['voxel_z']:.3f} "
-      f"vs intensity {pooled_auprc['intensity']:.3f} (target: autoencoder > voxel z: "
-      f"{'met' if pooled_auprc['autoencoder'] > pooled_auprc['voxel_z'] else 'NOT MET'})")
-display(by_size.round(3))
-display(by_type.round(3))
-fp_per_scan.round(1)
+if not HAS_TRUTH:
+    print(f"SKIPPED — lesion-wise detection needs lesion ground truth: {truth_note}")
+else:
+    voxel_mm3 = float(stats.resolution) ** 3
+    lesions = pd.concat([
+        lesion_wise(scores, thr, truth, stats.mask, voxel_mm3, min_size, subjects=tum["participant_id"]).assign(fpr=fpr)
+        for fpr, thr in thresholds.items()], ignore_index=True)
+    lesions["class"] = lesions["subject"].map(dict(zip(tum["participant_id"], tum["diagnosis"], strict=True)))
+    healthy_scores = method_scores(model, stats, test_volumes[is_cn], covariates_of(test[is_cn]))
+    fp = pd.concat([false_positive_clusters(healthy_scores, thr, stats.mask, min_size).assign(fpr=fpr)
+                    for fpr, thr in thresholds.items()], ignore_index=True)
+    by_size = detection_rate_by(lesions, ["fpr", "method", "size_bin"]).reset_index()
+    by_type = detection_rate_by(lesions, ["fpr", "method", "class"]).reset_index()
+    fp_per_scan = fp.groupby(["fpr", "method"])[["components", "voxels"]].mean()
+    large = lesions[(lesions["fpr"] == 0.05) & (lesions["method"] == "autoencoder") & (lesions["volume_cm3"] >= 1.0)]
+    large_rate = float(large["detected"].mean()) if len(large) else float("nan")
+    pooled_auprc = by_class[(by_class["class"] == "all") & (by_class["fpr"] == 0.05)].set_index("method")["auprc"]
+    print(f"{len(lesions) // (2 * len(scores))} lesions in {len(tum)} tumour scans; false-positive clusters "
+          f"on {int(is_cn.sum())} healthy test scans ({data.source})")
+    print(f"lesions >= 1 cm3 detected by the autoencoder at the 5 % threshold: {large_rate:.2f} ({len(large)} lesions; "
+          f"target >= 0.90: {'met' if large_rate >= 0.9 else 'NOT MET'})")
+    print(f"AUPRC autoencoder {pooled_auprc['autoencoder']:.3f} vs voxel-z baseline {pooled_auprc['voxel_z']:.3f} "
+          f"vs intensity {pooled_auprc['intensity']:.3f} (target: autoencoder > voxel z: "
+          f"{'met' if pooled_auprc['autoencoder'] > pooled_auprc['voxel_z'] else 'NOT MET'})")
+    display(by_size.round(3))
+    display(by_type.round(3))
+    display(fp_per_scan.round(1))
 
 # %%
 from nbutils.normative.plots import slice_at
 
-i = int(np.argsort(truth.sum(axis=(1, 2, 3)))[len(tum) // 2])  # the median-sized tumour
-k = int(np.argmax(truth[i].sum(axis=(0, 1))))
-panels = [("image", test_volumes[is_tumour][i], "gray"), ("truth", truth[i], "Reds")]
-panels += [(name, scores[name][i], "magma") for name in scores]
-fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
-for ax, (name, vol, cmap) in zip(axes, panels, strict=True):
-    ax.imshow(slice_at(vol, "axial", k), cmap=cmap, origin="lower")
-    ax.set_title(name, fontsize=9)
-    ax.axis("off")
-fig.suptitle(f"{tum['participant_id'][i]} ({tum['diagnosis'][i]}), axial {k} — {data.source}", fontsize=9)
-save_figure(fig, P.reports_dir, STEM, "tumour_example")
-plt.show()
+if not HAS_TRUTH:
+    print(f"SKIPPED — tumour example needs lesion ground truth: {truth_note}")
+else:
+    i = int(np.argsort(truth.sum(axis=(1, 2, 3)))[len(tum) // 2])  # the median-sized tumour
+    k = int(np.argmax(truth[i].sum(axis=(0, 1))))
+    panels = [("image", test_volumes[is_tumour][i], "gray"), ("truth", truth[i], "Reds")]
+    panels += [(name, scores[name][i], "magma") for name in scores]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
+    for ax, (name, vol, cmap) in zip(axes, panels, strict=True):
+        ax.imshow(slice_at(vol, "axial", k), cmap=cmap, origin="lower")
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{tum['participant_id'][i]} ({tum['diagnosis'][i]}), axial {k} — {data.source}", fontsize=9)
+    save_figure(fig, P.reports_dir, STEM, "tumour_example")
+    plt.show()
 
 # %% [markdown]
 # **Exercise.** Why is voxel AUROC not reported? Work it out for a tumour covering 1 % of the brain.
@@ -282,7 +296,7 @@ for j in show:
     prof, _, raw = stats.profiles(z[j], labels, cov.iloc[[j]])
     views[f"{test['participant_id'][j]} ({test['diagnosis'][j]})"] = ExplorerSubject(
         test_volumes[j], z[j], ref.profile_table({m: v[0] for m, v in raw.items()}, profile=prof[0]),
-        covariates=cov.iloc[j].to_dict())
+        covariates=cov.iloc[j].to_dict(), warning=run.check(test_volumes[j], z[j]).warning)
 explorer = DeviationExplorer(views, centroids, regional_model=stats.regional_model, measure=ref.measure)
 display(explorer.widget)
 
@@ -307,6 +321,43 @@ save_figure(fig, P.reports_dir, STEM, "ensemble_uncertainty")
 plt.show()
 print(f"members' z spread inside the brain: median {np.median(z_spread[:, stats.mask]):.2f}, "
       f"99th centile {np.percentile(z_spread[:, stats.mask], 99):.2f} (test scans; {data.source})")
+
+# %% [markdown]
+# ## 4b · Scans unlike the reference: the guard
+#
+# A normative model can only say how a scan differs from the healthy scans it was calibrated on. A scan
+# from another scanner or contrast, a failed preprocessing, or a real scan given to a model trained on
+# synthetic data gives a profile full of meaningless "deviations". The **scan guard**
+# (`nbutils.normative.guard`, fitted in notebook 02 on the healthy validation scans and saved beside
+# the checkpoint) measures each scan's correlation with the healthy reference mean image and its mean
+# voxel |z|, and warns — in this notebook, the explorer and the report — when either is beyond the
+# 99.9 % prediction limit of the reference (Student's t: a small reference gives a wide range). It
+# must stay quiet on held-out healthy scans of the reference's own kind (the false-alarm rate below)
+# and speak up on scans of another kind (here: the same healthy test scans with their contrast
+# inverted, as a T2-like image would be).
+
+# %%
+from nbutils.normative.pipeline import deviation_maps
+
+healthy_checks = [run.check(test_volumes[j], z[j]) for j in np.flatnonzero(is_cn)]
+inverted = np.where(stats.mask, -test_volumes[is_cn], 0.0).astype(np.float32)
+_, z_inverted = deviation_maps(model, stats, inverted, covariates_of(test[is_cn]))
+inverted_checks = [run.check(v, zi) for v, zi in zip(inverted, z_inverted, strict=True)]
+guard_false_alarms = float(np.mean([c.flagged is True for c in healthy_checks])) if healthy_checks else float("nan")
+guard_inverted_flagged = float(np.mean([c.flagged is True for c in inverted_checks])) if inverted_checks else float("nan")
+if run.guard is None:
+    print(healthy_checks[0].warning if healthy_checks else "SCAN GUARD UNAVAILABLE for this model folder")
+else:
+    print({name: run.guard.describe(name) for name in run.guard.ranges})
+print(f"guard false alarms on {len(healthy_checks)} held-out healthy test scans: {guard_false_alarms:.0%} "
+      f"(design: at most 0.1 % per measure); flagged among the same scans contrast-inverted: "
+      f"{guard_inverted_flagged:.0%} (should be 100 %) — {data.source}")
+for pid, c in zip(test.loc[is_cn, "participant_id"], healthy_checks, strict=True):
+    if c.warning:
+        print(pid, c.warning)
+pd.DataFrame([c.measures for c in healthy_checks + inverted_checks],
+             index=[f"{p} (healthy)" for p in test.loc[is_cn, "participant_id"]]
+             + [f"{p} (inverted)" for p in test.loc[is_cn, "participant_id"]]).round(3)
 
 # %% [markdown]
 # ## 5 · Stability: does a re-run of the recipe give the same profiles?
@@ -375,7 +426,43 @@ def rates(table: pd.DataFrame, key: str, fpr: float) -> dict:
             for m, g in rows.groupby("method")}
 
 
-pooled = {(r.fpr, r.method): r for r in by_class[by_class["class"] == "all"].itertuples()}
+def tumour_metrics() -> dict:
+    """Detection metrics against lesion ground truth (empty when there is none)."""
+    if not HAS_TRUTH:
+        return {"tumour_evaluation": f"skipped: {truth_note}"}
+    pooled = {(r.fpr, r.method): r for r in by_class[by_class["class"] == "all"].itertuples()}
+    return {
+        "tumour_auprc": float(pooled[0.05, "autoencoder"].auprc),
+        "tumour_auprc_chance": float(pooled[0.05, "autoencoder"].auprc_chance),
+        "tumour_best_dice": float(pooled[0.05, "autoencoder"].best_dice),
+        "tumour_dice_at_fpr5": float(pooled[0.05, "autoencoder"].dice_at_fpr),
+        "tumour_dice_at_fpr1": float(pooled[0.01, "autoencoder"].dice_at_fpr),
+        "tumour_dice_ceiling_at_fpr5": float(pooled[0.05, "autoencoder"].dice_ceiling),
+        "tumour_dice_ceiling_at_fpr1": float(pooled[0.01, "autoencoder"].dice_ceiling),
+        "baseline_intensity_tumour_auprc": float(pooled[0.05, "intensity"].auprc),
+        "baseline_voxelz_tumour_auprc": float(pooled[0.05, "voxel_z"].auprc),
+        "baseline_intensity_dice_at_fpr5": float(pooled[0.05, "intensity"].dice_at_fpr),
+        "baseline_voxelz_dice_at_fpr5": float(pooled[0.05, "voxel_z"].dice_at_fpr),
+        "tumour_voxel_auprc_by_class": by_class_table("auprc"),
+        "tumour_voxel_auprc_chance_by_class": {c: v["autoencoder"]
+                                               for c, v in by_class_table("auprc_chance").items()},
+        "tumour_best_dice_by_class": by_class_table("best_dice"),
+        "tumour_dice_at_fpr5_by_class": by_class_table("dice_at_fpr", 0.05),
+        "tumour_dice_at_fpr1_by_class": by_class_table("dice_at_fpr", 0.01),
+        "tumour_dice_ceiling_at_fpr5_by_class": {c: v["autoencoder"]
+                                                 for c, v in by_class_table("dice_ceiling").items()},
+        "lesion_detection_rate_fpr5_by_size": rates(by_size, "size_bin", 0.05),
+        "lesion_detection_rate_fpr1_by_size": rates(by_size, "size_bin", 0.01),
+        "lesion_detection_rate_fpr5_by_class": rates(by_type, "class", 0.05),
+        "lesion_detection_rate_fpr1_by_class": rates(by_type, "class", 0.01),
+        "false_positive_clusters_per_healthy_scan_fpr5": fp_per_scan.loc[0.05, "components"].to_dict(),
+        "false_positive_clusters_per_healthy_scan_fpr1": fp_per_scan.loc[0.01, "components"].to_dict(),
+        "tumour_voxels_inside_analysis_mask": float(truth[:, stats.mask].sum() / truth.sum()),
+        "lesion_detection_rate_ge_1cm3_fpr5": large_rate,
+        "autoencoder_beats_voxel_z_auprc": bool(pooled_auprc["autoencoder"] > pooled_auprc["voxel_z"]),
+    }
+
+
 write_metrics(P.reports_dir, STEM, {
     "healthy_frac_abs_z_gt_1_96": float(share.mean()),
     "healthy_frac_abs_z_gt_1_96_per_subject_sd": float(share.std()),
@@ -388,32 +475,10 @@ write_metrics(P.reports_dir, STEM, {
     "n_reference": int(stats.provenance.get("n_reference", stats.residual.n)),
     "n_ensemble_members": int(len(member_z)),
     "ensemble_z_spread_median": float(np.median(z_spread[:, stats.mask])),
-    "lesion_detection_rate_ge_1cm3_fpr5": large_rate,
-    "autoencoder_beats_voxel_z_auprc": bool(pooled_auprc["autoencoder"] > pooled_auprc["voxel_z"]),
-    "tumour_auprc": float(pooled[0.05, "autoencoder"].auprc),
-    "tumour_auprc_chance": float(pooled[0.05, "autoencoder"].auprc_chance),
-    "tumour_best_dice": float(pooled[0.05, "autoencoder"].best_dice),
-    "tumour_dice_at_fpr5": float(pooled[0.05, "autoencoder"].dice_at_fpr),
-    "tumour_dice_at_fpr1": float(pooled[0.01, "autoencoder"].dice_at_fpr),
-    "tumour_dice_ceiling_at_fpr5": float(pooled[0.05, "autoencoder"].dice_ceiling),
-    "tumour_dice_ceiling_at_fpr1": float(pooled[0.01, "autoencoder"].dice_ceiling),
-    "baseline_intensity_tumour_auprc": float(pooled[0.05, "intensity"].auprc),
-    "baseline_voxelz_tumour_auprc": float(pooled[0.05, "voxel_z"].auprc),
-    "baseline_intensity_dice_at_fpr5": float(pooled[0.05, "intensity"].dice_at_fpr),
-    "baseline_voxelz_dice_at_fpr5": float(pooled[0.05, "voxel_z"].dice_at_fpr),
-    "tumour_voxel_auprc_by_class": by_class_table("auprc"),
-    "tumour_voxel_auprc_chance_by_class": {c: v["autoencoder"] for c, v in by_class_table("auprc_chance").items()},
-    "tumour_best_dice_by_class": by_class_table("best_dice"),
-    "tumour_dice_at_fpr5_by_class": by_class_table("dice_at_fpr", 0.05),
-    "tumour_dice_at_fpr1_by_class": by_class_table("dice_at_fpr", 0.01),
-    "tumour_dice_ceiling_at_fpr5_by_class": {c: v["autoencoder"] for c, v in by_class_table("dice_ceiling").items()},
-    "lesion_detection_rate_fpr5_by_size": rates(by_size, "size_bin", 0.05),
-    "lesion_detection_rate_fpr1_by_size": rates(by_size, "size_bin", 0.01),
-    "lesion_detection_rate_fpr5_by_class": rates(by_type, "class", 0.05),
-    "lesion_detection_rate_fpr1_by_class": rates(by_type, "class", 0.01),
-    "false_positive_clusters_per_healthy_scan_fpr5": fp_per_scan.loc[0.05, "components"].to_dict(),
-    "false_positive_clusters_per_healthy_scan_fpr1": fp_per_scan.loc[0.01, "components"].to_dict(),
-    "tumour_voxels_inside_analysis_mask": float(truth[:, stats.mask].sum() / truth.sum()),
+    **tumour_metrics(),
+    "guard_false_alarm_rate_healthy_test": guard_false_alarms,
+    "guard_flag_rate_contrast_inverted_healthy_test": guard_inverted_flagged,
+    "guard_available": run.guard is not None,
     "profile_seed_correlation": stability.seed_correlation,
     "profile_main_vs_replicate_correlation": stability.main_correlation,
     "n_models_stability": len(profiles),

@@ -35,7 +35,7 @@
 # |---|---|
 # | Notebooks | 02 (model + normative statistics); 03 helps to read the maps |
 # | Concepts | atlases, z-scores and centiles, ROC AUC |
-# | Data | synthetic cohort (CN, MCI, AD) in MNI space; Neuromorphometrics atlas (AAL: set `atlas` in 02) |
+# | Data | synthetic cohort (CN, MCI, AD) in MNI space, or a folder written by `nbutils prep` (parameter `dataset`); Neuromorphometrics atlas (AAL: set `atlas` in 02) |
 #
 # **Expected CPU time** (2 cores): under a minute with the `quick` profile.
 
@@ -45,6 +45,7 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
+dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics); empty: the synthetic cohort
 top_k: int = 5
 report_subject: str = ""  # empty: the AD subject with the largest total deviation
 n_timing: int = 5
@@ -144,30 +145,37 @@ from nbutils.normative.evaluate import ad_localisation, age_matched_auc, target_
 
 targets = ad_target_regions(list(profiles.columns))
 dx = test["diagnosis"].to_numpy()
-ad_hits, tops = ad_localisation(profiles[dx == "AD"], targets, P.top_k)
+HAS_AD = bool((dx == "AD").any())  # a real healthy cohort (IXI) has none: the AD checks are skipped
 test["mtl_composite"] = target_composite(profiles, targets).to_numpy()
-separation = pd.DataFrame({
-    (score, group): age_matched_auc(test[score], dx, test["age"], group, seed=P.seed)
-    for score in ("total_deviation", "mtl_composite") for group in ("AD", "MCI")}).T
-hit_target = 0.9 if P.profile == "full" else 0.8
-print(f"AD subjects with an AD target region in their top {P.top_k}: {ad_hits['hit_rate']:.2f} "
-      f"({ad_hits['hits']:.0f}/{ad_hits['n']:.0f}) vs chance {ad_hits['chance']:.2f} "
-      f"({ad_hits['n_targets']} targets among {ad_hits['n_regions']} regions), p = {ad_hits['p_value']:.3g}; "
-      f"target >= {hit_target}: {'met' if ad_hits['hit_rate'] >= hit_target else 'NOT MET'}; {data.source}")
-composite_auc = float(separation.loc[("mtl_composite", "AD"), "auc"])
-print(f"AD vs age-matched CN, medial-temporal composite AUC {composite_auc:.2f} (target >= 0.90: "
-      f"{'met' if composite_auc >= 0.9 else 'NOT MET'})")
+fig = plot_total_deviation(test)
+fig.axes[0].set_title(f"total deviation ({data.source})", fontsize=8)
+save_figure(fig, P.reports_dir, STEM, "total_deviation")
+plt.show()
 medians = test.groupby("diagnosis")[["total_deviation", "mtl_composite"]].median().reindex(["CN", "MCI", "AD"])
 mci_between = bool(medians.loc["CN", "mtl_composite"] <= medians.loc["MCI", "mtl_composite"]
                    <= medians.loc["AD", "mtl_composite"]) if medians.notna().all().all() else False
 print(f"medians by group (MCI's composite between CN and AD: {'met' if mci_between else 'NOT MET'}):")
 display(medians.round(3))
-fig = plot_total_deviation(test)
-fig.axes[0].set_title(f"total deviation ({data.source})", fontsize=8)
-save_figure(fig, P.reports_dir, STEM, "total_deviation")
-plt.show()
-display(separation[["auc", "ci_low", "ci_high", "n_case", "n_control", "n_control_all"]].round(3))
-tops
+hit_target = 0.9 if P.profile == "full" else 0.8
+composite_auc = float("nan")
+if not HAS_AD:
+    ad_hits, separation = {}, pd.DataFrame()
+    print(f"SKIPPED — the AD hit rate and AD/MCI vs CN separation need AD subjects; the held-out subjects "
+          f"of the {data.source} are {test['diagnosis'].value_counts().to_dict()}")
+else:
+    ad_hits, tops = ad_localisation(profiles[dx == "AD"], targets, P.top_k)
+    separation = pd.DataFrame({
+        (score, group): age_matched_auc(test[score], dx, test["age"], group, seed=P.seed)
+        for score in ("total_deviation", "mtl_composite") for group in ("AD", "MCI")}).T
+    print(f"AD subjects with an AD target region in their top {P.top_k}: {ad_hits['hit_rate']:.2f} "
+          f"({ad_hits['hits']:.0f}/{ad_hits['n']:.0f}) vs chance {ad_hits['chance']:.2f} "
+          f"({ad_hits['n_targets']} targets among {ad_hits['n_regions']} regions), p = {ad_hits['p_value']:.3g}; "
+          f"target >= {hit_target}: {'met' if ad_hits['hit_rate'] >= hit_target else 'NOT MET'}; {data.source}")
+    composite_auc = float(separation.loc[("mtl_composite", "AD"), "auc"])
+    print(f"AD vs age-matched CN, medial-temporal composite AUC {composite_auc:.2f} (target >= 0.90: "
+          f"{'met' if composite_auc >= 0.9 else 'NOT MET'})")
+    display(separation[["auc", "ci_low", "ci_high", "n_case", "n_control", "n_control_all"]].round(3))
+    display(tops)
 
 # %% [markdown]
 # **Exercise.** Small regions (accumbens, optic chiasm) sometimes top a profile. Why, and what would
@@ -197,6 +205,9 @@ else:
 row = test.set_index("participant_id").loc[chosen]
 j_chosen = int(np.flatnonzero(test["participant_id"] == chosen)[0])
 table = analyse_volume(model, stats, volumes[j_chosen], labels, covariates=cov.iloc[[j_chosen]]).profile
+guard = run.check(volumes[j_chosen], z[j_chosen])  # is the scan like the healthy reference at all?
+print(guard.warning or f"scan guard: {chosen} is inside the healthy reference's range "
+      f"({', '.join(f'{k} {v:.3g}' for k, v in guard.measures.items())})")
 fig = plot_profile(table, top=15, title=f"{chosen} ({row['diagnosis']}, {row['age']:.0f} y {row['sex']}), "
                    f"total deviation {row['total_deviation']:+.2f} — {data.source}")
 save_figure(fig, P.reports_dir, STEM, "subject_profile")
@@ -241,7 +252,8 @@ for g in ["AD", "MCI", "CN"]:
             j = j_chosen
         res_j = analyse_volume(model, stats, volumes[j], labels, segment=False, covariates=cov.iloc[[j]])
         views[f"{test['participant_id'][j]} ({g})"] = ExplorerSubject(volumes[j], res_j.z, res_j.profile,
-                                                                    covariates=cov.iloc[j].to_dict())
+                                                                    covariates=cov.iloc[j].to_dict(),
+                                                                    warning=run.check(volumes[j], z[j]).warning)
 explorer = DeviationExplorer(views, centroids, regional_model=stats.regional_model, measure=ref.measure)
 display(explorer.widget)
 
@@ -260,6 +272,7 @@ plt.show()
 #
 # ```
 # nbutils report --subject sub-XXXX --bids <cohort folder> --model <checkpoint> --out reports/subjects
+# nbutils report --subject sub-XXXX --prep <nbutils prep folder> --model <checkpoint> --out reports/subjects
 # ```
 
 # %%
@@ -269,7 +282,8 @@ report = write_report(chosen, row["path"], checkpoint, Path(P.reports_dir) / "su
                       extra={"diagnosis": row["diagnosis"]},
                       covariates={"age": row["age"], "sex": row["sex"], "site": row["site"]})
 print("report:", report)
-print(f"nbutils report --subject {chosen} --bids {data.root} --model {checkpoint} --out {report.parent}")
+where = f"--prep {data.root}" if data.kind == "prep" else f"--bids {data.root}"
+print(f"nbutils report --subject {chosen} {where} --model {checkpoint} --out {report.parent}")
 
 # %% [markdown]
 # ## 5 · How fast is single-subject inference?
@@ -307,9 +321,10 @@ from nbutils.reporting import write_metrics
 write_metrics(P.reports_dir, STEM, {
     "ad_target_regions": targets,
     "ad_top_k": P.top_k,
-    "ad_target_in_top_k_rate": ad_hits["hit_rate"],
-    "ad_target_in_top_k_chance": ad_hits["chance"],
-    "ad_target_in_top_k_p_value": ad_hits["p_value"],
+    **({"ad_target_in_top_k_rate": ad_hits["hit_rate"],
+        "ad_target_in_top_k_chance": ad_hits["chance"],
+        "ad_target_in_top_k_p_value": ad_hits["p_value"]} if HAS_AD else
+       {"ad_evaluation": "skipped: no AD subjects among the held-out subjects"}),
     "age_matching": f"CN aged within the patient group's age range +- {AGE_MATCH_MARGIN_YEARS:g} years",
     **{f"{group.lower()}_vs_age_matched_cn_{score}_auc": {k: float(v) for k, v in row.items()}
        for (score, group), row in separation.iterrows()},
@@ -325,6 +340,8 @@ write_metrics(P.reports_dir, STEM, {
     "n_ad_test": int((dx == "AD").sum()),
     "n_cn_test": int((dx == "CN").sum()),
     "report_subject": chosen,
+    "report_subject_guard_flagged": guard.flagged,
+    "report_subject_guard_warning": guard.warning,
 }, data_source=data.source)
 
 # %% [markdown]

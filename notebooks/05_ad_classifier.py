@@ -51,6 +51,7 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
+dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics); empty: the synthetic cohort
 # evaluation extras
 mci_models: list[str] = ["baseline"]  # models also run on the harder MCI vs CN task ([] to skip)
 mc_passes: int = 10  # Monte-Carlo dropout passes
@@ -291,8 +292,12 @@ names = atlas.labels.set_index("index")["name"]
 print("AD target regions:", ", ".join(names.loc[region_sets["AD target regions"]]))
 print(f"cortex: {len(region_sets['cortex'])} labels")
 ad_subjects = [task.subjects[test_idx[i]] for i in ad_test]
-subject_labels = [np.asarray(nib.load(derivative_path(data.root, s, "atlas-neuromorphometrics_dseg.nii.gz")).dataobj)
-                  for s in ad_subjects]  # read once, shared by both models
+if data.kind == "synthetic":  # each subject's own atlas labels: the cohort's ground truth, read once
+    subject_labels = [np.asarray(nib.load(derivative_path(data.root, s, "atlas-neuromorphometrics_dseg.nii.gz")).dataobj)
+                      for s in ad_subjects]
+else:  # a preprocessed dataset has no per-subject truth: the MNI atlas stands in for every subject
+    print(f"no per-subject atlas labels in the {data.source}: the MNI atlas is used for every subject")
+    subject_labels = [atlas.data().astype(np.int32)] * len(ad_subjects)
 rows = []
 for name, maps in cams.items():
     full = upsample_maps(maps[ad_test], grid.shape)

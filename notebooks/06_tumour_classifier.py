@@ -48,6 +48,7 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
+dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics); empty: the synthetic cohort
 n_no_tumour: int | None = None  # CN subjects used as no-tumour class; None means as many as the largest tumour class
 # 2D slice path
 slice_size: int = 64  # pixels (square) the slices are resized to
@@ -184,6 +185,10 @@ test_idx = cv["baseline"].test_index
 x_test, y_test = task.images[test_idx], task.y[test_idx]
 rows, examples = [], {}
 tumour_test = np.flatnonzero(y_test > 0)
+if data.kind != "synthetic":  # tumour masks: the generator's ground truth only (BraTS seg: not yet here)
+    print(f"SKIPPED — saliency inside the tumour needs the synthetic ground-truth masks; the {data.source} "
+          "has none")
+    tumour_test = tumour_test[:0]
 for name, r in cv.items():
     cams = np.zeros((len(tumour_test), *task.shape), np.float32)
     for c in np.unique(y_test[tumour_test]):  # Grad-CAM for the true class, one call per class
@@ -199,7 +204,7 @@ for name, r in cv.items():
                      **saliency_mass(upsample_maps(cam[None], grid.shape)[0], labels, [2], brain | (seg > 0))})
         if name == "baseline" and task.class_names[y_test[k]] not in examples:
             examples[task.class_names[y_test[k]]] = (k, cam, seg)
-tumour_mass = pd.DataFrame(rows)
+tumour_mass = pd.DataFrame(rows, columns=["model", "subject", "class", "mass", "chance", "ratio"])
 tumour_mass.groupby(["model", "class"])[["mass", "chance", "ratio"]].mean().round(3)
 
 # %%
@@ -210,8 +215,11 @@ for cls, (k, cam, seg) in examples.items():
     maps[key] = cam
     centre = np.argwhere(seg > 0).mean(0) * data.resolution / P.classifier.working_resolution  # tumour centre, working grid
     cuts[key] = [int(c) for c in centre]
-fig = plot_saliency_overlay(maps, template, cuts, "Grad-CAM (baseline) for the true class, cut through the tumour")
-save_figure(fig, P.reports_dir, STEM, "gradcam_tumours")
+if maps:
+    fig = plot_saliency_overlay(maps, template, cuts, "Grad-CAM (baseline) for the true class, cut through the tumour")
+    save_figure(fig, P.reports_dir, STEM, "gradcam_tumours")
+else:
+    print("SKIPPED — no tumour ground truth to cut through")
 
 # %% [markdown]
 # ## 4 · The 2D path: slice datasets, duplicates and patient-level splits
@@ -234,8 +242,9 @@ from nbutils.classify.volumes import load_volumes
 slices_root = Path(SCRATCH.name) / "slices" / "Training"
 full = load_volumes(task.table["path"].tolist(), progress=False)  # cohort grid, not the working grid
 centres = []
-for subject in task.subjects:
-    seg = np.asarray(nib.load(derivative_path(data.root, subject, "desc-tumour_dseg.nii.gz")).dataobj)
+for subject in task.subjects:  # through the tumour where the synthetic truth says where it is
+    seg = (np.asarray(nib.load(derivative_path(data.root, subject, "desc-tumour_dseg.nii.gz")).dataobj)
+           if data.kind == "synthetic" else np.zeros(1))
     centres.append(int(np.argwhere(seg > 0)[:, 2].mean()) if seg.any() else full.shape[-1] // 2)
 exported = export_slices(full, task.subjects, task.table["label"].tolist(), slices_root,
                          n_slices=P.slices_per_subject, spacing=P.slice_spacing, centres=centres)

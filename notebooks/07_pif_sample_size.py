@@ -45,6 +45,7 @@ data_dir: str = "../data"
 seed: int = 0
 profile: str = "quick"  # smoke | quick | full (set by `nbutils run --profile`)
 cohort_seed: int = 0
+dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics); empty: the synthetic cohort
 repeats: int = 3  # the paper: 10 (full profile)
 subsets: list[float] = [1.0, 0.2]  # fractions of the training subjects (the paper: full set and 20 %)
 val_size: float = 0.2  # of each (sub)set, held out for early stopping

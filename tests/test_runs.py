@@ -4,7 +4,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from nbutils.runs import cohort_label, model_folder, open_dataset, open_normative_model
+from nbutils.runs import (
+    cohort_label,
+    model_folder,
+    open_dataset,
+    open_normative_model,
+    open_prep_dataset,
+    prep_label,
+)
 
 
 def params(tmp_path, **kw):
@@ -46,3 +53,87 @@ def test_missing_model_names_the_notebook_and_profile(tmp_path):
     assert model_folder(p) == tmp_path / "models" / "tiny" / "normative_ae"
     with pytest.raises(FileNotFoundError, match=r"run notebook 02 with profile 'tiny'"):
         open_normative_model(p)
+
+
+def _prep_folder(tmp_path, participants: bool = True):
+    """A folder shaped like `nbutils prep` output: prep.tsv, two done scans and one failed, 6x7x8 grid."""
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    out = tmp_path / "my-prep"
+    rows = []
+    for k, pid in enumerate(["sub-01", "sub-02", "sub-03"]):
+        img = out / pid / "anat" / f"{pid}_space-MNI152_res-3_desc-preproc_T1w.nii.gz"
+        img.parent.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.full((6, 7, 8), k, np.float32), np.diag([3.0, 3.0, 3.0, 1.0])), img)
+        rows.append({"participant_id": pid, "session": "", "scan_id": pid, "path": f"/raw/{pid}_T1w.nii.gz",
+                     "dataset": "mine", "status": "failed" if k == 2 else "done", "error": "",
+                     "preproc_path": str(img), "xfm_path": ""})
+    pd.DataFrame(rows).to_csv(out / "prep.tsv", sep="\t", index=False)
+    if participants:
+        (out / "participants.tsv").write_text("participant_id\tage\tsex\tsite\tdiagnosis\n"
+                                              "sub-01\t30\tF\tA\tCN\n02\t41\tm\tB\tglioma\n")
+    return out
+
+
+def test_a_prep_folder_is_a_dataset_named_in_one_wording(tmp_path):
+    folder = _prep_folder(tmp_path)
+    with pytest.warns(UserWarning, match="1 scan\\(s\\) failed preprocessing"):
+        data = open_dataset(params(tmp_path, dataset=str(folder)))
+    assert data.kind == "prep" and data.root == folder.resolve() and data.resolution == 3.0
+    assert data.source == prep_label(folder, 2) == "preprocessed dataset my-prep (2 scans, prep.tsv)"
+    assert list(data.table["participant_id"]) == ["sub-01", "sub-02"]
+    assert list(data.table["diagnosis"]) == ["CN", "glioma"] and list(data.table["sex"]) == ["F", "M"]
+    assert data.table["path"].iloc[1].endswith("sub-02_space-MNI152_res-3_desc-preproc_T1w.nii.gz")
+    assert data.table["raw_path"].iloc[0] == "/raw/sub-01_T1w.nii.gz"
+    assert not data.has_truth
+    masks, why = data.lesion_masks(["sub-02"])
+    assert masks is None and "no lesion ground truth" in why and "sub-02" in why
+
+
+def test_a_prep_folder_without_demographics_or_prep_tsv_says_what_to_write(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nbutils prep --out"):
+        open_prep_dataset(tmp_path)
+    folder = _prep_folder(tmp_path, participants=False)
+    with pytest.warns(UserWarning), pytest.raises(FileNotFoundError, match="participants.tsv with participant_id"):
+        open_prep_dataset(folder)
+    (folder / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\t30\tF\n")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"lacks column\(s\) \['site', 'diagnosis'\]"):
+        open_prep_dataset(folder)
+
+
+def test_brats_seg_labels_become_lesion_masks_on_the_model_grid(tmp_path):
+    """A prep folder from BraTS: seg labels (1, 2, 4) follow the scan's saved transform onto the grid."""
+    import ants
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    from nbutils.anatomy import standard_grid
+
+    folder = _prep_folder(tmp_path)
+    grid = standard_grid(8.0)
+    seg = np.zeros(grid.shape, np.uint8)
+    seg[10:14, 12:15, 9:12], seg[14:16, 12:15, 9:12] = 2, 4  # oedema + enhancing core
+    native = grid.image(seg)
+    flipped = nib.Nifti1Image(seg[::-1].copy(), native.affine @ np.array(  # stored in LAS voxel order
+        [[-1, 0, 0, grid.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    nib.save(flipped, tmp_path / "case_seg.nii.gz")
+    xfm = tmp_path / "sub-02_from-T1w_to-MNI152_mode-image_xfm.mat"
+    ants.write_transform(ants.create_ants_transform(transform_type="AffineTransform", dimension=3), str(xfm))
+    prep = pd.read_csv(folder / "prep.tsv", sep="\t")
+    prep["xfm_path"] = str(xfm)
+    prep.to_csv(folder / "prep.tsv", sep="\t", index=False)
+    demo = pd.read_csv(folder / "participants.tsv", sep="\t")
+    demo["seg_path"] = ["", str(tmp_path / "case_seg.nii.gz")]
+    demo.to_csv(folder / "participants.tsv", sep="\t", index=False)
+    with pytest.warns(UserWarning):
+        data = open_prep_dataset(folder)
+    data = type(data)(data.root, data.table, data.source, 8.0, data.kind)  # the model grid of this test
+    assert data.has_truth
+    masks, why = data.lesion_masks(["sub-02"])
+    assert "BraTS seg" in why and masks.shape == (1, *grid.shape)
+    np.testing.assert_array_equal(masks[0], seg > 0)
+    none, why = data.lesion_masks(["sub-01", "sub-02"])
+    assert none is None and "1 of 2" in why

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "model_folder",
     "open_dataset",
     "open_normative_model",
+    "open_prep_dataset",
+    "prep_label",
 ]
 
 Space = Literal["mni", "native"]
@@ -37,6 +40,38 @@ class RunDataset:
     table: pd.DataFrame
     source: str
     resolution: float
+    kind: Literal["synthetic", "prep"] = "synthetic"
+
+    @property
+    def has_truth(self) -> bool:
+        """Whether lesion ground truth can exist: the synthetic cohort's masks or BraTS ``seg`` labels."""
+        return self.kind == "synthetic" or bool(self.table.get("seg_path", pd.Series(dtype=object)).notna().any())
+
+    def lesion_masks(self, participant_ids: list[str]) -> tuple[np.ndarray | None, str]:
+        """Ground-truth lesion masks on the model grid, or ``None`` and the reason there are none.
+
+        The synthetic cohort has its generator's tumour masks; a preprocessed
+        dataset has truth only where its raw dataset had BraTS ``seg`` labels,
+        which are carried to the model grid through the scan's saved
+        registration. Every subject asked for must have one, else ``None``.
+        """
+        import nibabel as nib
+
+        if not len(participant_ids):
+            return None, f"no lesion subjects in the {self.source}"
+        if self.kind == "synthetic":
+            from nbutils.synth.cohort import subject_paths
+
+            return np.stack([np.asarray(nib.load(subject_paths(self.root, pid)["tumour"]).dataobj) > 0
+                             for pid in participant_ids]), "synthetic ground truth"
+        rows = self.table.set_index("participant_id").reindex(participant_ids)
+        seg = rows.get("seg_path", pd.Series(index=rows.index, dtype=object))
+        missing = [pid for pid, s in seg.items() if not isinstance(s, str) or not s]
+        if missing:
+            return None, (f"no lesion ground truth in the {self.source} for {len(missing)} of "
+                          f"{len(participant_ids)} subject(s) (only BraTS seg labels count), e.g. {missing[0]}")
+        return np.stack([_seg_on_grid(row, self.resolution) for _, row in rows.iterrows()]), \
+            "BraTS seg labels (tumour = any label > 0), moved to the model grid with the prep registration"
 
     def counts(self) -> pd.DataFrame:
         """Subjects per diagnosis (one row), after printing where the data come from."""
@@ -93,12 +128,15 @@ def _manifest(root: Path, params: Any) -> dict:
 
 
 def open_dataset(params: Any, space: Space = "mni", jobs: int = 1) -> RunDataset:
-    """Open the synthetic cohort of a run (notebook 00 generates it).
+    """Open the dataset of a run: ``params.dataset`` if set, else the synthetic cohort (notebook 00).
 
     Parameters
     ----------
     params : validated notebook parameters
-        Reads ``data_dir``, ``profile`` and ``cohort_seed``. Notebook 00 also
+        Reads ``dataset`` (when a notebook declares it and it is not empty, the
+        folder written by ``nbutils prep`` is opened with
+        :func:`open_prep_dataset` and nothing else is read), ``data_dir``,
+        ``profile`` and ``cohort_seed``. Notebook 00 also
         declares the cohort sizes (``n_healthy``, ``n_mci``, ``n_ad``,
         ``n_tumour``, ``resolution``; ``n_native_healthy``, ``n_native_tumour``):
         with those, the cohort is generated if it is missing or was made with
@@ -126,6 +164,8 @@ def open_dataset(params: Any, space: Space = "mni", jobs: int = 1) -> RunDataset
     """
     from nbutils.datasets import load_bids
 
+    if getattr(params, "dataset", ""):
+        return open_prep_dataset(params.dataset)
     root = Path(params.data_dir) / "synthetic" / f"{params.profile}-{space}"
     if all(hasattr(params, name) for name in _SIZES[space]):
         _generate(params, root, space, jobs)
@@ -133,6 +173,115 @@ def open_dataset(params: Any, space: Space = "mni", jobs: int = 1) -> RunDataset
     resolution = float(args.get("resolution") or 2.0)
     return RunDataset(root, load_bids(root), cohort_label(params.profile, params.cohort_seed, space, resolution),
                       resolution)
+
+
+def prep_label(folder: str | Path, n_scans: int) -> str:
+    """The one wording of a preprocessed dataset's data source.
+
+    >>> prep_label("/data/ixi-prep", 12)
+    'preprocessed dataset ixi-prep (12 scans, prep.tsv)'
+    """
+    return f"preprocessed dataset {Path(folder).name} ({n_scans} scans, prep.tsv)"
+
+
+#: Demographic columns a preprocessed dataset's participants table must have.
+DEMOGRAPHICS = ("age", "sex", "site", "diagnosis")
+
+
+def open_prep_dataset(folder: str | Path) -> RunDataset:
+    """Open a folder written by ``nbutils prep`` as a run's dataset.
+
+    Parameters
+    ----------
+    folder : path
+        Holds ``prep.tsv`` (one row per scan) and the derivatives. Demographics
+        come from ``<folder>/participants.tsv`` (``participant_id`` + ``age``,
+        ``sex``, ``site``, ``diagnosis``) when it exists, otherwise from the raw
+        dataset the scans were read from (IXI sheet, BIDS ``participants.tsv``,
+        BraTS folder, re-read with :mod:`nbutils.datasets`).
+
+    Returns
+    -------
+    RunDataset
+        ``kind="prep"``; ``table`` has one row per successfully preprocessed scan
+        with ``path`` = the preprocessed MNI image (``raw_path`` = the input),
+        ``mask_path`` and, for BraTS, ``seg_path``; ``resolution`` is the grid of
+        the preprocessed images; ``source`` is :func:`prep_label`.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``prep.tsv``, or no participants table and no readable raw dataset.
+    ValueError
+        No scan finished preprocessing, or demographics are missing a column.
+    """
+    import nibabel as nib
+
+    from nbutils.datasets import DatasetError
+
+    folder = Path(folder).expanduser().resolve()
+    tsv = folder / "prep.tsv"
+    if not tsv.is_file():
+        raise FileNotFoundError(f"{tsv} not found: dataset must be a folder written by `nbutils prep --out`")
+    prep = pd.read_csv(tsv, sep="\t")
+    done = prep[prep["status"] == "done"].copy()
+    if done.empty:
+        raise ValueError(f"{tsv}: no scan has status 'done' ({len(prep)} rows); see its 'error' column")
+    if len(done) < len(prep):
+        import warnings
+
+        warnings.warn(f"{tsv}: {len(prep) - len(done)} scan(s) failed preprocessing and are left out", stacklevel=2)
+    try:
+        demo = _demographics(folder, done)
+    except (DatasetError, OSError, IndexError) as err:
+        raise FileNotFoundError(
+            f"{folder}: no participants.tsv and the raw dataset could not be re-read ({err}); write "
+            f"{folder / 'participants.tsv'} with participant_id, {', '.join(DEMOGRAPHICS)}") from err
+    lacking = [c for c in DEMOGRAPHICS if c not in demo]
+    if lacking:
+        raise ValueError(f"{folder}: participants table lacks column(s) {lacking}")
+    table = done.rename(columns={"path": "raw_path", "preproc_path": "path"})
+    keep = ["participant_id", *DEMOGRAPHICS, *[c for c in ("seg_path",) if c in demo]]
+    table = table.merge(demo[keep].drop_duplicates("participant_id"), on="participant_id", how="left")
+    resolution = float(nib.load(table["path"].iloc[0]).header.get_zooms()[0])
+    return RunDataset(folder, table.reset_index(drop=True), prep_label(folder, len(table)), resolution, "prep")
+
+
+def _demographics(folder: Path, prep: pd.DataFrame) -> pd.DataFrame:
+    """``participants.tsv`` beside ``prep.tsv``, else the raw datasets' own tables."""
+    from nbutils.datasets import _read_participants, load_bids, load_brats, load_ixi
+
+    own = folder / "participants.tsv"
+    if own.is_file():
+        return _read_participants(own)
+    tables = []
+    for dataset, rows in prep.groupby("dataset"):
+        first = Path(rows["path"].iloc[0])
+        if dataset == "IXI":
+            tables.append(load_ixi(first.parent))
+        elif dataset == "BraTS":
+            tables.append(load_brats(first.parents[1]))
+        else:
+            session = rows["session"].iloc[0]
+            tables.append(load_bids(first.parents[3 if isinstance(session, str) and session else 2]))
+    return pd.concat(tables, ignore_index=True)
+
+
+def _seg_on_grid(row: pd.Series, resolution: float) -> np.ndarray:
+    """A BraTS ``seg`` label map as a boolean tumour mask on the model grid (the scan's prep transform)."""
+    from types import SimpleNamespace
+
+    import nibabel as nib
+
+    from nbutils.prep.steps import reorient_to_ras, resample_to_standard
+
+    xfm = Path(row["xfm_path"])
+    warp = xfm.with_suffix("").with_suffix(".nii.gz")  # SyN: <scan>_..._xfm.nii.gz beside the affine
+    forward = [str(warp), str(xfm)] if warp.is_file() else [str(xfm)]
+    seg = nib.load(row["seg_path"])
+    binary = nib.Nifti1Image((np.asarray(seg.dataobj) > 0).astype(np.float32), seg.affine)
+    out = resample_to_standard(reorient_to_ras(binary), SimpleNamespace(forward=forward), resolution, "nearest")
+    return np.asarray(out.dataobj) > 0
 
 
 def model_folder(params: Any, name: str = "normative_ae") -> Path:
@@ -150,6 +299,13 @@ class NormativeRun:
     stats: Any
     subjects: pd.DataFrame
     training: dict
+    guard: Any = None  # nbutils.normative.guard.ScanGuard, None for model folders older than the guard
+
+    def check(self, volume: np.ndarray, z: np.ndarray):
+        """The scan guard's verdict on one scan (:func:`nbutils.normative.guard.check_scan`)."""
+        from nbutils.normative.guard import check_scan
+
+        return check_scan(self.guard, self.stats, volume, z)
 
     def split(self, name: str, diagnoses: list[str] | None = None) -> pd.DataFrame:
         """The subjects of one split (``train``, ``val``, ``test``), optionally of some diagnoses."""
@@ -174,6 +330,7 @@ def open_normative_model(params: Any) -> NormativeRun:
     """
     import json
 
+    from nbutils.normative.guard import load_guard
     from nbutils.normative.stats import load_stats
     from nbutils.normative.train import load_autoencoder
 
@@ -193,4 +350,5 @@ def open_normative_model(params: Any) -> NormativeRun:
         stats=load_stats(checkpoint),
         subjects=pd.read_csv(folder / "subjects.tsv", sep="\t"),
         training=json.loads((folder / "training.json").read_text()),
+        guard=load_guard(checkpoint),
     )

@@ -25,9 +25,11 @@ explorer
     The ipywidgets deviation explorer (draws with ``plots``).
 report
     The single-subject HTML report and its ``nbutils report`` command.
+guard
+    The scan guard: flags scans unlike the healthy reference (``scan_guard.json``).
 
 Where models live: notebook 02 writes ``<data_dir>/models/<profile>/normative_ae/``
-(``checkpoints/best.ckpt`` + ``last.ckpt`` with ``normative_stats.*`` beside them,
+(``checkpoints/best.ckpt`` + ``last.ckpt`` with ``normative_stats.*`` and ``scan_guard.json`` beside them,
 ``logs/``, ``subjects.tsv`` with the split, ``training.json``); notebooks 03 and 04
 and ``nbutils report --model .../best.ckpt`` read it from there.
 

@@ -13,7 +13,9 @@ Widgets carry stable descriptions and CSS classes (``nbutils-explorer``,
 ``nbutils-subject-select``, ``nbutils-sagittal-slider``,
 ``nbutils-coronal-slider``, ``nbutils-axial-slider``, ``nbutils-z-threshold``,
 ``nbutils-opacity``, ``nbutils-region-select``, ``nbutils-view``,
-``nbutils-profile-table``, ``nbutils-profile-plot``, ``nbutils-centile-chart``) for browser tests.
+``nbutils-profile-table``, ``nbutils-profile-plot``, ``nbutils-centile-chart``,
+``nbutils-guard-warning``: the scan guard's warning, empty for a scan like the reference) for
+browser tests.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ExplorerSubject:
     z: np.ndarray
     profile: pd.DataFrame
     covariates: dict | None = None  # age, sex, site: enables the centile chart of a region
+    warning: str = ""  # the scan guard's warning (nbutils.normative.guard), shown above the view
 
 
 class DeviationExplorer:
@@ -122,7 +125,10 @@ class DeviationExplorer:
         self.profile_plot.add_class("nbutils-profile-plot")
         controls = w.VBox([self.subject, *self.sliders.values(), self.threshold, self.opacity,
                            self.region], layout=w.Layout(flex="0 0 370px"))
+        self.alert = w.HTML()
+        self.alert.add_class("nbutils-guard-warning")
         self.widget = w.VBox([
+            self.alert,
             w.HBox([controls, self.view]),
             w.HBox([self.profile_plot, self.table]),
             self.centile_plot,
@@ -168,6 +174,11 @@ class DeviationExplorer:
             self.render()
 
     def _on_subject(self, change=None) -> None:
+        import html
+
+        warning = self.current.warning
+        self.alert.value = (f'<div role="alert" style="border:3px solid #b00;background:#fff0f0;color:#700;'
+                            f'padding:6px 10px;font-weight:600">{html.escape(warning)}</div>' if warning else "")
         prof = self.current.profile
         rows = prof.reindex(prof["profile"].abs().sort_values(ascending=False).index)
         rows = rows.head(self.top)

@@ -453,11 +453,16 @@ def build_normative_model(
         "reference": f"{len(reference)} healthy subjects, cross-fitted over {n_folds} folds",
         "stats_options": {k: v for k, v in (stats_options or {}).items() if k != "atlas_data"},
     }
+    residuals, volumes = np.concatenate(residuals), np.concatenate(volumes)
     stats = normative_stats_from_residuals(
-        np.concatenate(residuals), np.concatenate(volumes), mask, covariates_of(reference),
-        provenance=prov, **(stats_options or {}),
+        residuals, volumes, mask, covariates_of(reference), provenance=prov, **(stats_options or {}),
     )  # fmt: skip
     save_stats(stats, checkpoint)
+    ensemble = EnsembleAutoencoder(members).eval()
+    from .guard import fit_guard_beside
+
+    # scans unlike the reference get a warning; its ranges come from the out-of-fold residuals
+    fit_guard_beside(ensemble, stats, volumes, checkpoint, residuals=residuals)
     result = EnsembleResult(out_dir, checkpoint, results, training["train_seconds"],
                             training["epochs"], training["best_val_loss"])
-    return result, stats, EnsembleAutoencoder(members).eval()
+    return result, stats, ensemble

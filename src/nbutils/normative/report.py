@@ -10,6 +10,12 @@ Example::
 
     nbutils report --subject sub-0042 --bids data/synthetic/quick-mni \\
         --model data/models/quick/normative_ae/checkpoints/best.ckpt --out reports/subjects
+    nbutils report --subject sub-IXI002 --prep /data/ixi-prep \\
+        --model data/models/real/normative_ae/checkpoints/best.ckpt --out reports/subjects
+
+The scan guard saved beside the checkpoint (:mod:`nbutils.normative.guard`)
+puts a red warning at the top of the page when the scan is unlike the
+model's healthy reference, and says so when the model has no guard.
 """
 
 from __future__ import annotations
@@ -111,6 +117,7 @@ def write_report(
     if covariates is None:
         covariates = {k: (extra or {})[k] for k in ("age", "sex", "site") if k in (extra or {})}
     res = analyse_volume(model, stats, volume, fpr=fpr, covariates=_covariate_frame(covariates))
+    guard = _guard(checkpoint, stats, volume, res)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in subject)
     save_nifti(grid.image(res.z), out_dir / f"{safe}_desc-deviation_zmap.nii.gz")
     write_table(out_dir / f"{safe}_regional_profile.tsv", res.profile)
@@ -123,7 +130,35 @@ def write_report(
         subject_info["note"] = note
     page = _page(subject, data_source, stats, res, grid, fpr, top, figures, subject_info,
                  _model_info(checkpoint, stats, res, grid, fpr))  # fmt: skip
+    page = page.replace("<h2>Subject and scan</h2>", _guard_html(guard, stats) + "<h2>Subject and scan</h2>", 1)
     return write_text(out_dir / f"{safe}_deviation_report.html", page)
+
+
+def _guard(checkpoint: Path, stats, volume: np.ndarray, res):
+    """The scan guard's verdict (:mod:`nbutils.normative.guard`); unavailable for old model folders."""
+    import warnings
+
+    from .guard import check_scan, load_guard
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the page itself says the guard is missing
+        guard = load_guard(checkpoint)
+    return check_scan(guard, stats, volume, res.z)
+
+
+_GUARD_CSS = ("border:3px solid #b00;background:#fff0f0;color:#700;padding:.8em 1em;border-radius:6px;"
+              "font-weight:600;margin:1em 0")
+
+
+def _guard_html(guard, stats) -> str:
+    """A prominent banner when the scan is unlike the reference (or nobody could check), else one line."""
+    trained = html.escape(str(stats.provenance.get("data_source") or "unknown data"))
+    measures = ", ".join(f"{k} {v:.3g}" for k, v in guard.measures.items())
+    if guard.warning:
+        return (f'<div class="guard-warning" role="alert" style="{_GUARD_CSS}">{html.escape(guard.warning)}'
+                f'<br/><span style="font-weight:400">Measures of this scan: {html.escape(measures)}</span></div>')
+    return (f'<p class="guard-ok">Scan guard: inside the healthy reference range on every measure '
+            f"({html.escape(measures)}); model trained on {trained}.</p>")
 
 
 def _scan_on_model_grid(volume_path: Path, stats):
@@ -277,13 +312,20 @@ def _find_scans(args) -> list[tuple[str, Path, str, dict]]:
         if args.all or len(args.subject or []) != 1:
             raise SystemExit("nbutils report: --image takes exactly one --subject")
         return [(args.subject[0], Path(args.image), args.data_source or f"file {args.image}", {})]
-    if not args.bids:
-        raise SystemExit("nbutils report: give --bids DIR (with --subject or --all) or --image PATH")
+    if not args.bids and not args.prep:
+        raise SystemExit("nbutils report: give --bids DIR or --prep DIR (with --subject or --all), "
+                         "or --image PATH")
     if not args.all and not args.subject:
         raise SystemExit("nbutils report: name --subject ... or --all")
-    from nbutils.datasets import load_bids
+    if args.prep:
+        from nbutils.runs import open_prep_dataset
 
-    table = load_bids(args.bids)
+        data = open_prep_dataset(args.prep)
+        table, default_source = data.table, data.source
+    else:
+        from nbutils.datasets import load_bids
+
+        table, default_source = load_bids(args.bids), None
     if args.session:
         table = table[table["session"] == args.session]
     wanted = (sorted(table["participant_id"].unique()) if args.all
@@ -292,9 +334,10 @@ def _find_scans(args) -> list[tuple[str, Path, str, dict]]:
     for sid in wanted:
         rows = table[table["participant_id"] == sid]
         if rows.empty:
-            raise SystemExit(f"nbutils report: subject {sid} not found in {args.bids}")
+            raise SystemExit(f"nbutils report: subject {sid} not found in {args.prep or args.bids}")
         row = rows.iloc[0]
-        source = args.data_source or f"BIDS dataset '{row['dataset']}' ({Path(args.bids).resolve()})"
+        source = (args.data_source or default_source
+                  or f"BIDS dataset '{row['dataset']}' ({Path(args.bids).resolve()})")  # fmt: skip
         extra = {k: row[k] for k in ("age", "sex", "site", "diagnosis") if k in row and row[k] == row[k]}
         for key in ("age", "sex", "site"):
             if getattr(args, key, None) is not None:
@@ -349,10 +392,11 @@ def register(subparsers) -> None:
                     "several, or --all of a BIDS folder, inline, in local processes or on a Dask cluster.",
     )
     p.add_argument("--subject", nargs="+", help="subject label(s), e.g. sub-0042")
-    p.add_argument("--all", action="store_true", help="every subject of --bids")
+    p.add_argument("--all", action="store_true", help="every subject of --bids or --prep")
     p.add_argument("--model", required=True, help="model (ensemble.json or checkpoint; normative_stats.* beside it)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--bids", help="BIDS folder holding the subjects' preprocessed MNI T1")
+    p.add_argument("--prep", help="folder written by `nbutils prep` (prep.tsv) holding the subjects' scans")
     p.add_argument("--session", help="session label (ses-...) when a subject has several")
     p.add_argument("--image", help="path of the preprocessed T1 instead of --bids")
     p.add_argument("--data-source", help="text describing where the scan came from")
