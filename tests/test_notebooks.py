@@ -76,7 +76,7 @@ def test_sync_check_names_the_notebook_and_cell_of_an_edit(tmp_path):
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
 def test_profiles_only_override_declared_values(nb_path):
     declared = notebook_parameters(nb_path)
-    for profile in ("smoke", "quick", "full"):
+    for profile in ("smoke", "quick", "full", "real"):
         own = load_profile(profile, REPO / "notebooks").get(nb_path.stem, {})
         assert set(own) <= set(declared), f"{profile}.yaml names undeclared {set(own) - set(declared)}"
 
