@@ -218,3 +218,24 @@ def test_classifier_settings_refuse_unknown_or_mistyped_overrides():
         ClassifierSettings.from_overrides({"learning_rate": 0.1})
     with pytest.raises(ParameterError, match="parameter 'channels' must be list"):
         ClassifierSettings.from_overrides({"channels": 8})
+
+
+def test_saliency_overlay_outlines_the_lesion_and_can_show_saliency_outside_the_brain():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from nbutils.classify.plots import plot_saliency_overlay
+
+    bg = np.zeros((7, 8, 9))
+    bg[1:6, 1:7, 1:8] = 1.0
+    sal = np.zeros_like(bg)
+    sal[0, 0, 4] = 5.0  # outside the brain only
+    lesion = np.zeros(bg.shape, bool)
+    lesion[2:4, 3:5, 3:6] = True
+    fig = plot_saliency_overlay({"a": sal}, bg, {"a": (2, 3, 4)}, outlines={"a": lesion}, brain_only=False)
+    axes = fig.axes
+    assert len(axes) == 3 and all(ax.collections for ax in axes)  # a contour on every cut through the lesion
+    shown = axes[0].images[1].get_array()  # axial overlay: the outside value is not masked
+    assert not np.ma.getmaskarray(shown)[0, 0]
+    hidden = plot_saliency_overlay({"a": sal}, bg, (2, 3, 4)).axes[0].images[1].get_array()
+    assert np.ma.getmaskarray(hidden)[0, 0]
