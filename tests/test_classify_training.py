@@ -239,3 +239,16 @@ def test_saliency_overlay_outlines_the_lesion_and_can_show_saliency_outside_the_
     assert not np.ma.getmaskarray(shown)[0, 0]
     hidden = plot_saliency_overlay({"a": sal}, bg, (2, 3, 4)).axes[0].images[1].get_array()
     assert np.ma.getmaskarray(hidden)[0, 0]
+
+
+def test_fit_classifier_fits_the_voxel_statistics_on_training_images_only(rng, tmp_path):
+    x, y, _ = _toy(rng, n=12)
+    x = x[:, None]
+    val = x[:4] + 50.0  # very different validation images must not leak into the statistics
+
+    def make():
+        return BaselineCNN(n_classes=2, channels=(2,), hidden=4, voxel_norm=True, input_shape=SHAPE)
+
+    result = fit_classifier(make, (x[4:], y[4:]), (val, y[:4]), n_classes=2, log_dir=tmp_path, max_epochs=1,
+                            patience=1, batch_size=4, seed=0)
+    np.testing.assert_allclose(result.model.input_norm.mean[0].numpy(), x[4:].mean(0), atol=1e-5)

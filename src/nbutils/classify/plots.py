@@ -49,7 +49,7 @@ def plot_confusion(matrices: Mapping[str, np.ndarray], class_names: Sequence[str
 
 def plot_saliency_overlay(
     maps: Mapping[str, np.ndarray],
-    background: np.ndarray,
+    background: np.ndarray | Mapping[str, np.ndarray],
     cut: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
     title: str = "",
     outlines: Mapping[str, np.ndarray] | None = None,
@@ -57,7 +57,8 @@ def plot_saliency_overlay(
 ):
     """Saliency maps over a background volume: axial, coronal and sagittal cuts per row.
 
-    ``maps`` and ``background`` share one grid (RAS voxel order). ``cut`` is
+    ``maps`` and ``background`` (one volume, or one per row name) share one
+    grid (RAS voxel order). ``cut`` is
     one voxel (x, y, z) for all rows, or a mapping map name → voxel. Maps are
     shown above their 60th percentile, so that the anatomy stays visible:
     inside the brain (non-zero background) only with ``brain_only``, or
@@ -65,9 +66,9 @@ def plot_saliency_overlay(
     hidden). ``outlines`` maps a row name to a boolean volume (e.g. the true
     tumour) drawn as a cyan contour.
     """
-    bg = np.asarray(background, float)
     fig, axes = plt.subplots(len(maps), 3, figsize=(9, 3 * len(maps)), squeeze=False)
     for row, (name, sal) in zip(axes, maps.items(), strict=True):
+        bg = np.asarray(background[name] if isinstance(background, Mapping) else background, float)
         here = cut.get(name) if isinstance(cut, Mapping) else cut
         c = [s // 2 for s in bg.shape] if here is None else [int(np.clip(v, 0, s - 1)) for v, s in zip(here, bg.shape, strict=True)]
         sal = np.asarray(sal, float)
