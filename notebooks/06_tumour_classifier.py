@@ -265,8 +265,9 @@ save_figure(fig, P.reports_dir, STEM, "learning_curves")
 #
 # ## 3 · Does the network look at the tumour?
 #
-# For each tumour test subject: **Grad-CAM** for its *true* class (last convolutional block, mean over the
-# fold models) and, for `occlusion_per_class` subjects per class, **occlusion** (fold-0 model: how much
+# For each tumour test subject: **Grad-CAM** for its *true* class (mean over the fold models) at the last
+# convolutional block (16 mm cells on the 4 mm grid) and at the third (8 mm cells: most tumours are smaller
+# than a last-block cell; both layers were fixed before any map was measured) and, for `occlusion_per_class` subjects per class, **occlusion** (fold-0 model: how much
 # the true class's probability drops when a cube is masked). Each map is upsampled to the cohort grid and
 # we measure the share of its positive mass inside the ground-truth tumour **grown by
 # `saliency_margin_mm`**, against chance = the grown tumour's share of the brain (a map that ignored the
@@ -275,6 +276,8 @@ save_figure(fig, P.reports_dir, STEM, "learning_curves")
 # mass but reported as its own share. Target (issue #16): mass ≥ `target_saliency_ratio` × chance.
 
 # %%
+import itertools
+
 from tqdm.auto import tqdm
 
 from nbutils.anatomy import standard_grid
@@ -282,7 +285,8 @@ from nbutils.classify.interpret import grad_cam, lesion_saliency, occlusion_map
 from nbutils.classify.volumes import upsample_maps
 
 grid = standard_grid(data.resolution)
-CAM_LAYER = "features.3.2"  # activation of the last conv block, before its pooling (both networks)
+CAM_LAYERS = {"Grad-CAM": "features.3.2",  # last conv block, before its pooling (both networks): 16 mm cells
+              "Grad-CAM block 3": "features.2.2"}  # third block: 8 mm cells, finer than most tumours
 test_idx = cv["baseline"].test_index
 x_test, y_test = task.images[test_idx], task.y[test_idx]
 tumour_test = np.flatnonzero(y_test > 0)
@@ -292,13 +296,13 @@ for k in tumour_test:
     truth[k] = (subject_mask(row, "desc-tumour_dseg.nii.gz") > 0, subject_mask(row, "desc-brain_mask.nii.gz") > 0)
 
 maps = {}  # (method, model) -> {test position: map on the working grid}
-for name, r in cv.items():
+for (method, layer), (name, r) in itertools.product(CAM_LAYERS.items(), cv.items()):
     cams = np.zeros((len(tumour_test), *task.shape), np.float32)
     for c in np.unique(y_test[tumour_test]):  # Grad-CAM for the true class, one call per class
         sel = y_test[tumour_test] == c
-        cams[sel] = np.mean([grad_cam(m, x_test[tumour_test[sel]], CAM_LAYER, class_idx=int(c)) for m in r.models],
+        cams[sel] = np.mean([grad_cam(m, x_test[tumour_test[sel]], layer, class_idx=int(c)) for m in r.models],
                             axis=0)
-    maps[("Grad-CAM", name)] = dict(zip(tumour_test.tolist(), cams, strict=True))
+    maps[(method, name)] = dict(zip(tumour_test.tolist(), cams, strict=True))
 occluded = np.concatenate([tumour_test[y_test[tumour_test] == c][: P.occlusion_per_class] for c in range(1, N_CLASSES)])
 for name, r in cv.items():
     maps[("occlusion", name)] = {int(k): occlusion_map(r.models[0], x_test[k : k + 1], mask_size=P.occlusion_mask,
@@ -346,7 +350,7 @@ for c in range(1, N_CLASSES):
     k = mine[0]
     seg_w = resize_labels(truth[k][0].astype(np.uint8), task.shape) > 0
     centre = [int(v) for v in np.argwhere(seg_w).mean(0)] if seg_w.any() else [s // 2 for s in task.shape]
-    for method in ("Grad-CAM", "occlusion"):
+    for method in (*CAM_LAYERS, "occlusion"):
         key = f"{task.class_names[c]} {task.subjects[test_idx[k]]} · {method}"
         shown[key], cuts[key], outlines[key], images[key] = maps[(method, best)][k], centre, seg_w, x_test[k, 0]
 fig = plot_saliency_overlay(shown, images, cuts,
@@ -501,7 +505,7 @@ def saliency_summary(method, name):
 
 metrics = {name: {**r.headline(), "balanced_accuracy_mean_minus_2sd": accuracy[name]["mean_minus_2sd"],
                   "early_stop_epoch_mean": float(r.summary().loc["epochs_run", "mean"]),
-                  "saliency_in_tumour": {m: saliency_summary(m, name) for m in ("Grad-CAM", "occlusion")}}
+                  "saliency_in_tumour": {m: saliency_summary(m, name) for m in (*CAM_LAYERS, "occlusion")}}
            for name, r in cv.items()}
 metrics["chance_balanced_accuracy"] = CHANCE
 metrics["target"] = {"balanced_accuracy": P.target_balanced_accuracy, "better_model": best,
@@ -509,7 +513,7 @@ metrics["target"] = {"balanced_accuracy": P.target_balanced_accuracy, "better_mo
                      "rule": "better model's mean >= target and its mean - 2 SD over folds > chance"}
 metrics["pif_minus_baseline_balanced_accuracy"] = pif_gain
 metrics["saliency_margin_mm"] = P.saliency_margin_mm
-metrics["saliency_method"] = (f"Grad-CAM ({CAM_LAYER}, true class, mean over fold models) on every tumour test "
+metrics["saliency_method"] = (f"Grad-CAM ({CAM_LAYERS}, true class, mean over fold models) on every tumour test "
                               f"subject; occlusion (cube {P.occlusion_mask} working voxels, fold-0 model) on "
                               f"{P.occlusion_per_class} per class")
 metrics["auc"] = "macro one-vs-rest over 4 classes"
