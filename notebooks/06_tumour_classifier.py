@@ -266,7 +266,7 @@ save_figure(fig, P.reports_dir, STEM, "learning_curves")
 # ## 3 · Does the network look at the tumour?
 #
 # For each tumour test subject: **Grad-CAM** for its *true* class (mean over the fold models) at the last
-# convolutional block (16 mm cells on the 4 mm grid) and at the third (8 mm cells: most tumours are smaller
+# convolutional block (32 mm cells on the 4 mm grid) and at the third (16 mm cells: most tumours are smaller
 # than a last-block cell; both layers were fixed before any map was measured) and, for `occlusion_per_class` subjects per class, **occlusion** (fold-0 model: how much
 # the true class's probability drops when a cube is masked). Each map is upsampled to the cohort grid and
 # we measure the share of its positive mass inside the ground-truth tumour **grown by
@@ -285,8 +285,8 @@ from nbutils.classify.interpret import grad_cam, lesion_saliency, occlusion_map
 from nbutils.classify.volumes import upsample_maps
 
 grid = standard_grid(data.resolution)
-CAM_LAYERS = {"Grad-CAM": "features.3.2",  # last conv block, before its pooling (both networks): 16 mm cells
-              "Grad-CAM block 3": "features.2.2"}  # third block: 8 mm cells, finer than most tumours
+CAM_LAYERS = {"Grad-CAM": "features.3.2",  # last conv block, before its pooling (both networks): 32 mm cells at 4 mm
+              "Grad-CAM block 3": "features.2.2"}  # third block: 16 mm cells, finer than most tumours
 test_idx = cv["baseline"].test_index
 x_test, y_test = task.images[test_idx], task.y[test_idx]
 tumour_test = np.flatnonzero(y_test > 0)
