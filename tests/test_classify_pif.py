@@ -125,6 +125,20 @@ def test_baseline_shapes(rng):
     assert model2d(x[:, :, 0]).shape == (3, 3)
 
 
+def test_baseline_max_pooling_sees_a_local_finding_that_averaging_dilutes():
+    shape = (16, 16, 16)
+    models = {p: BaselineCNN(n_classes=2, channels=(2,), pooling=p).eval() for p in ("avg", "max")}
+    for m in models.values():  # one feature map that is 1 where the input is positive
+        torch.nn.init.ones_(m.features[0][0].weight)
+    x = torch.zeros(2, 1, *shape)
+    x[1, 0, 5, 5, 5] = 1.0  # a one-voxel "lesion"
+    pooled = {p: m.head[0](m.features(x)).flatten(1) for p, m in models.items()}
+    assert torch.all(pooled["max"][1] > pooled["max"][0] + 0.1)  # the lesion sets the maximum ...
+    assert torch.all(pooled["avg"][1] - pooled["avg"][0] < pooled["max"][1] - pooled["max"][0])  # ... and is diluted
+    with pytest.raises(ValueError, match="pooling"):
+        BaselineCNN(pooling="median")
+
+
 def test_pifnet_shapes_and_locality(rng):
     shape = (17, 20, 23)
     model = PIFNet(shape, n_classes=2, channels=(2, 4, 4, 8), pif_channels=3, patch_size=2).eval()
@@ -137,3 +151,25 @@ def test_pifnet_shapes_and_locality(rng):
     assert bigger.head[2].in_features == 12 * 3
     assert count_parameters(bigger.pif) == 12 * count_parameters(conv_block(2, 3, pool=False))
     assert math.prod(bigger.pif_input_shape) == 4 * 5 * 3
+
+
+def test_voxel_standardise_uses_training_statistics_floors_the_sd_and_clips(rng):
+    from nbutils.classify.models import VoxelStandardise
+
+    shape = (7, 8, 9)
+    train = torch.as_tensor(rng.normal(2.0, 3.0, size=(20, 1, *shape)), dtype=torch.float32)
+    train[:, :, 0] = 0.0  # background: no variation at all
+    norm = VoxelStandardise(shape, clip=4.0)
+    x = torch.full((1, 1, *shape), 100.0)
+    assert torch.equal(norm(torch.zeros(1, 1, *shape)), torch.zeros(1, 1, *shape).clamp(-4, 4))  # identity-ish
+    norm.fit(train)
+    torch.testing.assert_close(norm(train.mean(0, keepdim=True)), torch.zeros(1, 1, *shape))
+    assert float(norm.scale[0, 0, 0].min()) > 0  # constant voxels get the floor, not 0
+    assert float(norm(x).max()) == 4.0  # clipped
+    with pytest.raises(ValueError, match="expected images"):
+        norm.fit(train[:, :, :3])
+    model = BaselineCNN(n_classes=2, channels=(2,), voxel_norm=True, input_shape=shape)
+    assert model(train[:2]).shape == (2, 2)
+    assert "input_norm.mean" in model.state_dict()  # saved with the weights
+    with pytest.raises(ValueError, match="input shape"):
+        BaselineCNN(voxel_norm=True)

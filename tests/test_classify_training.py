@@ -8,9 +8,11 @@ import torch
 
 from nbutils.classify.experiment import cross_validate, sample_size_experiment, sample_size_table
 from nbutils.classify.interpret import (
+    dilate_mm,
     enable_mc_dropout,
     error_by_uncertainty,
     grad_cam,
+    lesion_saliency,
     mc_dropout_predict,
     occlusion_map,
     saliency_mass,
@@ -127,8 +129,33 @@ def test_saliency_mass_and_error_bins():
     out = saliency_mass(sal, labels, [5])
     assert out["mass"] == pytest.approx(8 / 10)
     assert out["chance"] == pytest.approx(8 / 24)
+    assert out["outside_brain"] == pytest.approx(0.0)  # all positive saliency lies on labelled voxels
+    labels[0] = 0  # the 2.0 at (0, 0, 0) now lies outside the brain
+    assert saliency_mass(sal, labels, [5])["outside_brain"] == pytest.approx(2 / 10)
     bins = error_by_uncertainty(np.array([0.1, 0.2, 0.6, 0.7]), np.array([1, 1, 0, 1]), n_bins=2)
     assert bins["error_rate"].tolist() == [0.0, 0.5]
+
+
+def test_dilation_and_lesion_saliency_count_the_grown_lesion_against_its_share_of_brain():
+    lesion = np.zeros((7, 8, 9), bool)
+    lesion[3, 4, 4] = True
+    assert dilate_mm(lesion, 0, 2.0).sum() == 1
+    assert dilate_mm(lesion, 2.0, 2.0).sum() == 7  # one voxel each way: a 6-neighbourhood ball
+    assert dilate_mm(lesion, 4.0, 2.0).sum() == 33
+    with pytest.raises(ValueError, match="voxel_mm"):
+        dilate_mm(lesion, 2.0, 0)
+    brain = np.zeros_like(lesion)
+    brain[1:6, 1:7, 1:8] = True
+    brain[3, 4, 4] = False  # a lesion voxel outside the brain mask still counts as brain
+    sal = np.zeros(lesion.shape)
+    sal[3, 4, 5] = 3.0  # beside the lesion: inside once it is grown by 2 mm
+    sal[2, 2, 2] = 1.0  # elsewhere in the brain
+    sal[0, 0, 0] = 4.0  # outside the brain
+    out = lesion_saliency(sal, lesion, brain, margin_mm=2.0, voxel_mm=2.0)
+    assert out["mass"] == pytest.approx(3 / 4)
+    assert out["chance"] == pytest.approx(7 / (5 * 6 * 7))
+    assert out["outside_brain"] == pytest.approx(4 / 8)
+    assert lesion_saliency(sal, lesion, brain, margin_mm=0.0, voxel_mm=2.0)["mass"] == pytest.approx(0.0)
 
 
 def test_batchnorm_statistics_match_the_returned_weights(rng, tmp_path):
@@ -191,3 +218,37 @@ def test_classifier_settings_refuse_unknown_or_mistyped_overrides():
         ClassifierSettings.from_overrides({"learning_rate": 0.1})
     with pytest.raises(ParameterError, match="parameter 'channels' must be list"):
         ClassifierSettings.from_overrides({"channels": 8})
+
+
+def test_saliency_overlay_outlines_the_lesion_and_can_show_saliency_outside_the_brain():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from nbutils.classify.plots import plot_saliency_overlay
+
+    bg = np.zeros((7, 8, 9))
+    bg[1:6, 1:7, 1:8] = 1.0
+    sal = np.zeros_like(bg)
+    sal[0, 0, 4] = 5.0  # outside the brain only
+    lesion = np.zeros(bg.shape, bool)
+    lesion[2:4, 3:5, 3:6] = True
+    fig = plot_saliency_overlay({"a": sal}, bg, {"a": (2, 3, 4)}, outlines={"a": lesion}, brain_only=False)
+    axes = fig.axes
+    assert len(axes) == 3 and all(ax.collections for ax in axes)  # a contour on every cut through the lesion
+    shown = axes[0].images[1].get_array()  # axial overlay: the outside value is not masked
+    assert not np.ma.getmaskarray(shown)[0, 0]
+    hidden = plot_saliency_overlay({"a": sal}, bg, (2, 3, 4)).axes[0].images[1].get_array()
+    assert np.ma.getmaskarray(hidden)[0, 0]
+
+
+def test_fit_classifier_fits_the_voxel_statistics_on_training_images_only(rng, tmp_path):
+    x, y, _ = _toy(rng, n=12)
+    x = x[:, None]
+    val = x[:4] + 50.0  # very different validation images must not leak into the statistics
+
+    def make():
+        return BaselineCNN(n_classes=2, channels=(2,), hidden=4, voxel_norm=True, input_shape=SHAPE)
+
+    result = fit_classifier(make, (x[4:], y[4:]), (val, y[:4]), n_classes=2, log_dir=tmp_path, max_epochs=1,
+                            patience=1, batch_size=4, seed=0)
+    np.testing.assert_allclose(result.model.input_norm.mean[0].numpy(), x[4:].mean(0), atol=1e-5)

@@ -6,6 +6,7 @@ import pytest
 
 from nbutils.runs import (
     cohort_label,
+    extend_dataset,
     model_folder,
     open_dataset,
     open_normative_model,
@@ -137,3 +138,25 @@ def test_brats_seg_labels_become_lesion_masks_on_the_model_grid(tmp_path):
     np.testing.assert_array_equal(masks[0], seg > 0)
     none, why = data.lesion_masks(["sub-01", "sub-02"])
     assert none is None and "1 of 2" in why
+
+
+@pytest.mark.slow
+def test_extension_adds_the_missing_subjects_with_new_ids_and_is_cached(tmp_path):
+    base = open_dataset(params(tmp_path, n_tumour=3))  # 2 CN, 1 AD, one of each tumour class
+    p = SimpleNamespace(data_dir=str(tmp_path), profile="tiny", cohort_seed=3)
+    more = extend_dataset(p, base, {"CN": 3, "glioma": 2, "pituitary": 1})
+    counts = more.table.groupby("diagnosis")["participant_id"].nunique()
+    assert counts["CN"] == 3 and counts["glioma"] == 2 and counts["pituitary"] >= 1
+    assert more.table["participant_id"].is_unique  # new ids after the cohort's last
+    assert sorted(more.table["participant_id"])[:6] == sorted(base.table["participant_id"])
+    ext_root = tmp_path / "synthetic" / "tiny-mni-extra"
+    assert set(more.table.loc[~more.table["participant_id"].isin(base.table["participant_id"]), "root"]) == {
+        str(ext_root)}
+    assert more.extension["args"]["first_index"] == 6 and more.extension["n_subjects"] == 4  # 1 CN + 3 tumours
+    assert "extended by 4 generated subjects" in more.source
+    stamp = (ext_root / "participants.tsv").stat().st_mtime_ns
+    again = extend_dataset(p, base, {"CN": 3, "glioma": 2, "pituitary": 1})
+    assert (ext_root / "participants.tsv").stat().st_mtime_ns == stamp and again.table.equals(more.table)
+    assert extend_dataset(p, base, {"CN": 2}).extension is None  # nothing missing, nothing generated
+    with pytest.raises(ValueError, match="cannot generate diagnoses"):
+        extend_dataset(p, base, {"stroke": 1})

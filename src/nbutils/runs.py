@@ -11,6 +11,7 @@ attributes it reads.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ __all__ = [
     "NormativeRun",
     "RunDataset",
     "cohort_label",
+    "extend_dataset",
     "model_folder",
     "open_dataset",
     "open_normative_model",
@@ -41,6 +43,7 @@ class RunDataset:
     source: str
     resolution: float
     kind: Literal["synthetic", "prep"] = "synthetic"
+    extension: dict | None = None
 
     @property
     def has_truth(self) -> bool:
@@ -282,6 +285,68 @@ def _seg_on_grid(row: pd.Series, resolution: float) -> np.ndarray:
     binary = nib.Nifti1Image((np.asarray(seg.dataobj) > 0).astype(np.float32), seg.affine)
     out = resample_to_standard(reorient_to_ras(binary), SimpleNamespace(forward=forward), resolution, "nearest")
     return np.asarray(out.dataobj) > 0
+
+
+def extend_dataset(params: Any, data: RunDataset, at_least: Mapping[str, int], jobs: int = 1,
+                   name: str = "extra") -> RunDataset:
+    """The run's MNI cohort with at least ``at_least[diagnosis]`` subjects of each diagnosis named.
+
+    A task may need more subjects than the shared cohort of notebook 00 holds
+    (four-class tumour typing needs tens per class; the normative notebooks
+    only a few tumours). The missing subjects are generated once, as an
+    **extension** of that cohort: same generator, cohort seed and grid, subject
+    indices after the cohort's last, so the new ids never collide with it.
+    The extension is cached in ``<data_dir>/synthetic/<profile>-mni-<name>``
+    and regenerated only when its arguments change.
+
+    Parameters
+    ----------
+    params : validated notebook parameters
+        Reads ``data_dir``, ``profile`` and ``cohort_seed``.
+    data : RunDataset
+        The cohort from :func:`open_dataset` (MNI space).
+    at_least : mapping
+        Diagnosis (``CN``, ``MCI``, ``AD``, ``glioma``, ``meningioma``,
+        ``pituitary``) -> number of subjects wanted.
+    jobs : int
+        Worker processes for the generation.
+    name : str
+        Suffix of the extension's folder.
+
+    Returns
+    -------
+    RunDataset
+        The combined table (column ``root``: each subject's BIDS root) and
+        ``extension`` = the extension's manifest (subjects generated, seconds
+        per subject, wall seconds), or ``None`` when nothing was missing.
+    """
+    import json
+
+    from nbutils.datasets import load_bids
+    from nbutils.synth import ensure_cohort
+    from nbutils.synth.cohort import MANIFEST
+    from nbutils.synth.tumours import TUMOUR_CLASSES
+
+    known = {"CN", "MCI", "AD", *TUMOUR_CLASSES}
+    unknown = set(at_least) - known
+    if unknown:
+        raise ValueError(f"cannot generate diagnoses {sorted(unknown)}; known: {sorted(known)}")
+    have = data.table.groupby("diagnosis")["participant_id"].nunique()
+    missing = {dx: max(0, int(n) - int(have.get(dx, 0))) for dx, n in at_least.items()}
+    table = data.table.assign(root=str(data.root))
+    if not any(missing.values()):
+        return RunDataset(data.root, table, data.source, data.resolution)
+    n_tumour = 3 * max((missing.get(t, 0) for t in TUMOUR_CLASSES), default=0)  # split evenly over the classes
+    first = int(data.table["participant_id"].str.extract(r"(\d+)$")[0].astype(int).max())
+    root = Path(params.data_dir) / "synthetic" / f"{params.profile}-mni-{name}"
+    ensure_cohort(root, n_healthy=missing.get("CN", 0), n_mci=missing.get("MCI", 0), n_ad=missing.get("AD", 0),
+                  n_tumour=n_tumour, space="mni", seed=params.cohort_seed, jobs=jobs, resolution=data.resolution,
+                  first_index=first)
+    manifest = json.loads((root / MANIFEST).read_text())
+    extra = load_bids(root).assign(root=str(root))
+    combined = pd.concat([table, extra], ignore_index=True)
+    source = f"{data.source}, extended by {len(extra)} generated subjects (same generator and cohort seed)"
+    return RunDataset(data.root, combined, source, data.resolution, extension=manifest)
 
 
 def model_folder(params: Any, name: str = "normative_ae") -> Path:

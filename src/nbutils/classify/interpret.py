@@ -23,9 +23,11 @@ import torch
 from torch import nn
 
 __all__ = [
+    "dilate_mm",
     "enable_mc_dropout",
     "error_by_uncertainty",
     "grad_cam",
+    "lesion_saliency",
     "mc_dropout_predict",
     "occlusion_map",
     "predictive_entropy",
@@ -115,8 +117,10 @@ def saliency_mass(
     -------
     dict
         ``mass`` (fraction of the saliency inside the brain that falls in the
-        regions), ``chance`` (fraction of brain voxels in the regions) and
-        ``ratio`` = mass / chance (> 1 means the map favours those regions).
+        regions), ``chance`` (fraction of brain voxels in the regions),
+        ``ratio`` = mass / chance (> 1 means the map favours those regions)
+        and ``outside_brain`` (fraction of *all* positive saliency that lies
+        outside the brain: reported, not hidden, since ``mass`` ignores it).
     """
     saliency = np.clip(np.asarray(saliency, float), 0, None)
     labels = np.asarray(labels)
@@ -125,9 +129,40 @@ def saliency_mass(
     brain = labels > 0 if brain is None else np.asarray(brain, bool)
     inside = np.isin(labels, list(region_indices)) & brain
     total = saliency[brain].sum()
+    everywhere = saliency.sum()
     chance = inside.sum() / max(brain.sum(), 1)
     mass = saliency[inside].sum() / total if total > 0 else float("nan")
-    return {"mass": float(mass), "chance": float(chance), "ratio": float(mass / chance) if chance else float("nan")}
+    return {"mass": float(mass), "chance": float(chance), "ratio": float(mass / chance) if chance else float("nan"),
+            "outside_brain": float(1 - total / everywhere) if everywhere > 0 else float("nan")}
+
+
+def dilate_mm(mask: np.ndarray, mm: float, voxel_mm: float) -> np.ndarray:
+    """``mask`` grown by ``mm`` millimetres (a ball of ``round(mm / voxel_mm)`` voxels; 0 keeps it)."""
+    from scipy import ndimage as ndi
+
+    mask = np.asarray(mask, bool)
+    if mm < 0 or voxel_mm <= 0:
+        raise ValueError(f"need mm >= 0 and voxel_mm > 0, got mm={mm}, voxel_mm={voxel_mm}")
+    r = int(round(mm / voxel_mm))
+    if r == 0 or not mask.any():
+        return mask
+    ball = np.sum(np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1] ** 2, axis=0) <= r * r
+    return ndi.binary_dilation(mask, ball)
+
+
+def lesion_saliency(
+    saliency: np.ndarray, lesion: np.ndarray, brain: np.ndarray, margin_mm: float, voxel_mm: float
+) -> dict[str, float]:
+    """:func:`saliency_mass` inside a lesion grown by ``margin_mm``, among brain ∪ lesion voxels.
+
+    The chance level is the grown lesion's share of those voxels; an
+    extra-axial or sellar tumour partly outside the brain mask still counts
+    as inside (the brain is the mask *or* the lesion).
+    """
+    lesion = np.asarray(lesion, bool)
+    brain = np.asarray(brain, bool) | lesion
+    grown = dilate_mm(lesion, margin_mm, voxel_mm) & brain
+    return saliency_mass(saliency, grown.astype(np.int8) + brain, [2], brain)
 
 
 def enable_mc_dropout(model: nn.Module) -> nn.Module:

@@ -275,6 +275,10 @@ def fit_classifier(
         Spatial axes flipped at random during training (``()`` for none).
     seed : int
         ``seed_everything(seed, workers=True)``: same seed, same run.
+
+    A network with an ``input_norm`` layer that has a ``fit`` method (e.g.
+    :class:`~nbutils.classify.models.VoxelStandardise`) has it fitted on the
+    training images before training.
     accelerator, devices
         Passed to :class:`pytorch_lightning.Trainer`.
     progress : bool
@@ -289,6 +293,9 @@ def fit_classifier(
         model = model()
     x_tr, y_tr = _as_tensors(*train)
     x_va, y_va = _as_tensors(*val)
+    norm = getattr(model, "input_norm", None)
+    if hasattr(norm, "fit"):  # voxel statistics from the training images only
+        norm.fit(x_tr)
     if class_weights == "balanced":
         class_weights = balanced_class_weights(y_tr.numpy(), n_classes)
     module = ClassifierModule(

@@ -27,7 +27,7 @@ from torch import nn
 
 from nbutils.classify.pif import PatchIndividualFilters3d
 
-__all__ = ["BaselineCNN", "PIFNet", "conv_block", "encoder_output_shape"]
+__all__ = ["BaselineCNN", "PIFNet", "VoxelStandardise", "conv_block", "encoder_output_shape"]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _BN = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -69,6 +69,52 @@ def encoder_output_shape(input_shape: Sequence[int], n_pool: int) -> tuple[int, 
     return shape
 
 
+class VoxelStandardise(nn.Module):
+    """Voxel-wise z-scoring against the training images, clipped: ``clip((x - mean) / sd)``.
+
+    After spatial normalisation a voxel shows the same place in every scan, so
+    each voxel can be compared with the same voxel of the *training* subjects
+    (a normative view): anatomy shared by everyone drops out and what differs
+    — a tumour, or a brain outline unlike the others — stands out. The
+    statistics are buffers set by :meth:`fit` on the training images of a run
+    (never validation or test images; ``fit_classifier`` does this), so the
+    network takes raw images everywhere else (Grad-CAM, occlusion, MC dropout).
+    Until fitted it is the identity. The SD is floored at its 10th percentile
+    over voxels with any variation, so near-constant background voxels do not
+    blow up.
+    """
+
+    def __init__(self, shape: Sequence[int], clip: float = 5.0) -> None:
+        super().__init__()
+        self.clip = float(clip)
+        self.register_buffer("mean", torch.zeros(1, 1, *shape))
+        self.register_buffer("scale", torch.ones(1, 1, *shape))
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor) -> VoxelStandardise:
+        """Set the voxel means and SDs from training images ``(N, 1, *shape)``."""
+        images = torch.as_tensor(images, dtype=torch.float32)
+        if tuple(images.shape[1:]) != tuple(self.mean.shape[1:]):
+            raise ValueError(f"expected images (N, {tuple(self.mean.shape[1:])}), got {tuple(images.shape)}")
+        sd = images.std(0, unbiased=False, keepdim=True)
+        varying = sd[sd > 0]
+        floor = torch.quantile(varying, 0.1) if varying.numel() else torch.tensor(1.0)
+        self.mean.copy_(images.mean(0, keepdim=True))
+        self.scale.copy_(torch.clamp(sd, min=float(floor)))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp((x - self.mean) / self.scale, -self.clip, self.clip)
+
+
+def _input_norm(voxel_norm: bool, shape: Sequence[int] | None) -> nn.Module:
+    if not voxel_norm:
+        return nn.Identity()
+    if shape is None:
+        raise ValueError("voxel_norm=True needs the input shape")
+    return VoxelStandardise(shape)
+
+
 def _head(n_in: int, hidden: int, n_classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Flatten(),
@@ -99,6 +145,15 @@ class BaselineCNN(nn.Module):
         Dropout rate before both linear layers (protocol: 0.5).
     spatial_dims : int
         3 for volumes, 2 for slices.
+    pooling : {"avg", "max"}
+        Global pooling of the last block: the average (the default; a global
+        property such as atrophy) or the maximum over positions (a *local*
+        finding such as a tumour anywhere in the brain, whose features an
+        average over the whole volume dilutes).
+    voxel_norm : bool
+        Start with a :class:`VoxelStandardise` layer (needs ``input_shape``).
+    input_shape : sequence of int, optional
+        Spatial shape of the input (only for ``voxel_norm``).
     """
 
     def __init__(
@@ -109,19 +164,26 @@ class BaselineCNN(nn.Module):
         hidden: int = 64,
         dropout: float = 0.5,
         spatial_dims: int = 3,
+        pooling: str = "avg",
+        voxel_norm: bool = False,
+        input_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        self.input_norm = _input_norm(voxel_norm, input_shape)
         if not channels:
             raise ValueError("channels must name at least one block")
         widths = [in_channels, *channels]
         self.features = nn.Sequential(
             *(conv_block(a, b, spatial_dims=spatial_dims) for a, b in zip(widths, widths[1:], strict=False))
         )
-        pool = nn.AdaptiveAvgPool3d(1) if spatial_dims == 3 else nn.AdaptiveAvgPool2d(1)
+        pools = {"avg": (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d), "max": (nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)}
+        if pooling not in pools:
+            raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
+        pool = pools[pooling][spatial_dims == 3](1)
         self.head = nn.Sequential(pool, *_head(channels[-1], hidden, n_classes, dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.features(self.input_norm(x)))
 
 
 class PIFNet(nn.Module):
@@ -149,6 +211,8 @@ class PIFNet(nn.Module):
         Add the half-shifted second patch grid.
     n_pool, hidden, dropout, in_channels
         As for :class:`BaselineCNN`.
+    voxel_norm : bool
+        Start with a :class:`VoxelStandardise` layer.
     """
 
     def __init__(
@@ -163,8 +227,10 @@ class PIFNet(nn.Module):
         in_channels: int = 1,
         hidden: int = 64,
         dropout: float = 0.5,
+        voxel_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.input_norm = _input_norm(voxel_norm, input_shape)
         if not 0 <= n_pool <= len(channels):
             raise ValueError(f"n_pool must be between 0 and {len(channels)}, got {n_pool}")
         widths = [in_channels, *channels]
@@ -187,7 +253,7 @@ class PIFNet(nn.Module):
         self.head = _head(self.pif.n_patches * pif_channels, hidden, n_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        patches = self.pif(self.features(x))  # (B, P, C, *patch)
+        patches = self.pif(self.features(self.input_norm(x)))  # (B, P, C, *patch)
         return self.head(patches.mean(dim=(3, 4, 5)))
 
 
@@ -207,8 +273,8 @@ def classifier_factories(
     Parameters
     ----------
     params : validated notebook parameters
-        Reads ``channels``, ``hidden``, ``dropout``, ``pif_channels`` and
-        ``pif_patch_size``.
+        Reads ``channels``, ``hidden``, ``dropout``, ``pooling`` (baseline),
+        ``voxel_norm``, ``pif_channels`` and ``pif_patch_size``.
     shape : sequence of int
         Spatial shape of the input volumes (the PIF layer's patch grid depends on it).
     n_classes : int
@@ -223,12 +289,13 @@ def classifier_factories(
 
     def make_baseline() -> nn.Module:
         return BaselineCNN(n_classes=n_classes, channels=params.channels, hidden=params.hidden,
-                           dropout=params.dropout)
+                           dropout=params.dropout, pooling=params.pooling, voxel_norm=params.voxel_norm,
+                           input_shape=shape)
 
     def make_pif() -> nn.Module:
         return PIFNet(shape, n_classes=n_classes, channels=params.channels,
                       pif_channels=params.pif_channels, patch_size=params.pif_patch_size,
-                      hidden=params.hidden, dropout=params.dropout)
+                      hidden=params.hidden, dropout=params.dropout, voxel_norm=params.voxel_norm)
 
     return {"baseline": make_baseline, "pif": make_pif}
 

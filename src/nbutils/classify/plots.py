@@ -49,36 +49,42 @@ def plot_confusion(matrices: Mapping[str, np.ndarray], class_names: Sequence[str
 
 def plot_saliency_overlay(
     maps: Mapping[str, np.ndarray],
-    background: np.ndarray,
+    background: np.ndarray | Mapping[str, np.ndarray],
     cut: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
     title: str = "",
+    outlines: Mapping[str, np.ndarray] | None = None,
+    brain_only: bool = True,
 ):
     """Saliency maps over a background volume: axial, coronal and sagittal cuts per row.
 
-    ``maps`` and ``background`` share one grid (RAS voxel order). ``cut`` is
+    ``maps`` and ``background`` (one volume, or one per row name) share one
+    grid (RAS voxel order). ``cut`` is
     one voxel (x, y, z) for all rows, or a mapping map name → voxel. Maps are
-    shown inside the brain (non-zero background) above their 60th percentile
-    there, so that the anatomy stays visible.
+    shown above their 60th percentile, so that the anatomy stays visible:
+    inside the brain (non-zero background) only with ``brain_only``, or
+    everywhere (saliency outside the brain then shows, rather than being
+    hidden). ``outlines`` maps a row name to a boolean volume (e.g. the true
+    tumour) drawn as a cyan contour.
     """
-    bg = np.asarray(background, float)
     fig, axes = plt.subplots(len(maps), 3, figsize=(9, 3 * len(maps)), squeeze=False)
     for row, (name, sal) in zip(axes, maps.items(), strict=True):
+        bg = np.asarray(background[name] if isinstance(background, Mapping) else background, float)
         here = cut.get(name) if isinstance(cut, Mapping) else cut
         c = [s // 2 for s in bg.shape] if here is None else [int(np.clip(v, 0, s - 1)) for v, s in zip(here, bg.shape, strict=True)]
         sal = np.asarray(sal, float)
-        inside = bg != 0  # saliency is shown inside the brain (skull-stripped background is 0)
+        inside = bg != 0 if brain_only else np.ones(bg.shape, bool)  # skull-stripped background is 0
         thr = np.percentile(sal[inside] if inside.any() else sal, 60)
         sal = np.where(inside, sal, -np.inf)
-        views = [
-            (bg[:, :, c[2]], sal[:, :, c[2]], f"axial z={c[2]}"),
-            (bg[:, c[1], :], sal[:, c[1], :], f"coronal y={c[1]}"),
-            (bg[c[0], :, :], sal[c[0], :, :], f"sagittal x={c[0]}"),
-        ]
-        for ax, (b, s, label) in zip(row, views, strict=True):
-            ax.imshow(b.T, origin="lower", cmap="gray")
+        line = None if outlines is None or name not in outlines else np.asarray(outlines[name], float)
+        cuts = [np.s_[:, :, c[2]], np.s_[:, c[1], :], np.s_[c[0], :, :]]
+        labels = [f"axial z={c[2]}", f"coronal y={c[1]}", f"sagittal x={c[0]}"]
+        for ax, where, label in zip(row, cuts, labels, strict=True):
+            ax.imshow(bg[where].T, origin="lower", cmap="gray")
             top = float(sal[np.isfinite(sal)].max()) if np.isfinite(sal).any() else thr + 1
-            ax.imshow(np.ma.masked_less(s, thr).T, origin="lower", cmap="YlOrRd", alpha=0.6,
+            ax.imshow(np.ma.masked_less(sal[where], thr).T, origin="lower", cmap="YlOrRd", alpha=0.6,
                       vmin=thr, vmax=top if top > thr else thr + 1)
+            if line is not None and line[where].any():
+                ax.contour(line[where].T, levels=[0.5], colors="cyan", linewidths=0.8, origin="lower")
             ax.set_title(f"{name} · {label}", fontsize=9)
             ax.axis("off")
     fig.suptitle(title)

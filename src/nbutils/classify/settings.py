@@ -34,6 +34,13 @@ class ClassifierSettings:
         blocks of the review's AD protocol.
     hidden, dropout : int, float
         Width and dropout of the fully connected head.
+    pooling : str
+        Global pooling of the baseline's last block: ``"avg"`` (global
+        findings such as atrophy) or ``"max"`` (a local finding anywhere, such
+        as a tumour).
+    voxel_norm : bool
+        Start both networks with voxel-wise z-scoring against each run's
+        training images (:class:`~nbutils.classify.models.VoxelStandardise`).
     pif_channels, pif_patch_size : int
         PIF layer: feature maps per patch and patch edge in voxels of the 4th
         block's map (3 at 4 mm: a 5x6x5 map; 5 at 2 mm: 10x12x10).
@@ -52,6 +59,8 @@ class ClassifierSettings:
     channels: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
     hidden: int = 32
     dropout: float = 0.3
+    pooling: str = "avg"
+    voxel_norm: bool = False
     pif_channels: int = 8
     pif_patch_size: int = 3
     max_epochs: int = 20

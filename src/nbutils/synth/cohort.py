@@ -179,12 +179,15 @@ def _write_subject(args: tuple) -> dict:
     }
 
 
-def _manifest_args(n_healthy, n_mci, n_ad, n_tumour, space, seed, resolution) -> dict:
-    return {
+def _manifest_args(n_healthy, n_mci, n_ad, n_tumour, space, seed, resolution, first_index=0) -> dict:
+    args = {
         "n_healthy": int(n_healthy), "n_mci": int(n_mci), "n_ad": int(n_ad), "n_tumour": int(n_tumour),
         "space": space, "seed": int(seed), "resolution": float(resolution) if space == "mni" else None,
         "generator_version": GENERATOR_VERSION,
     }
+    if first_index:  # only extensions carry it, so existing cohorts' manifests stay valid
+        args["first_index"] = int(first_index)
+    return args
 
 
 def generate_cohort(
@@ -199,6 +202,7 @@ def generate_cohort(
     jobs: int = 1,
     resolution: float = 2.0,
     progress: bool = True,
+    first_index: int = 0,
 ) -> Path:
     """Generate a synthetic T1 cohort with ground truth as a BIDS dataset.
 
@@ -221,6 +225,11 @@ def generate_cohort(
         Voxel size (mm) of the MNI grid (``space="mni"`` only).
     progress : bool
         Show a tqdm progress bar.
+    first_index : int
+        Index of the first subject (``sub-<first_index + 1>``). A cohort with
+        ``first_index`` = the size of another cohort of the same ``seed``
+        *extends* it: new subjects, new ids, drawn exactly as that cohort's
+        would be.
 
     Returns
     -------
@@ -235,12 +244,14 @@ def generate_cohort(
         raise ValueError(f"resolution must be positive, got {resolution}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if first_index < 0:
+        raise ValueError(f"first_index must be >= 0, got {first_index}")
     root = Path(out)
     manifest = root / MANIFEST
     if manifest.exists():
         manifest.unlink()
     dx = assign_diagnoses(n_healthy, n_mci, n_ad, n_tumour, seed)
-    tasks = [(str(root), i, d, seed, space, float(resolution)) for i, d in enumerate(dx)]
+    tasks = [(str(root), first_index + i, d, seed, space, float(resolution)) for i, d in enumerate(dx)]
     bar = tqdm(total=len(tasks), desc=f"synth {space}", unit="subject", disable=not progress)
     rows = []
     start = time.perf_counter()
@@ -271,7 +282,7 @@ def generate_cohort(
         "Name": "Ground truth of the synthetic cohort", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "nbutils.synth", "Version": str(GENERATOR_VERSION)}],
     })
-    args = _manifest_args(n_healthy, n_mci, n_ad, n_tumour, space, seed, resolution)
+    args = _manifest_args(n_healthy, n_mci, n_ad, n_tumour, space, seed, resolution, first_index)
     write_json(manifest, {
         "args": args,
         "n_subjects": len(rows),
@@ -294,10 +305,11 @@ def ensure_cohort(
     jobs: int = 1,
     resolution: float = 2.0,
     progress: bool = True,
+    first_index: int = 0,
 ) -> Path:
     """Like :func:`generate_cohort`, but reuse ``out`` if its manifest has the same arguments."""
     manifest = Path(out) / MANIFEST
-    wanted = _manifest_args(n_healthy, n_mci, n_ad, n_tumour, space, seed, resolution)
+    wanted = _manifest_args(n_healthy, n_mci, n_ad, n_tumour, space, seed, resolution, first_index)
     if manifest.exists():
         try:
             if json.loads(manifest.read_text())["args"] == wanted:
@@ -306,7 +318,7 @@ def ensure_cohort(
             pass
     return generate_cohort(
         out, n_healthy=n_healthy, n_mci=n_mci, n_ad=n_ad, n_tumour=n_tumour, space=space, seed=seed,
-        jobs=jobs, resolution=resolution, progress=progress,
+        jobs=jobs, resolution=resolution, progress=progress, first_index=first_index,
     )
 
 
