@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nbutils.normative.data import NormativeDataModule, VolumeDataset, assign_splits, load_volume
-from nbutils.normative.model import ConvAutoencoder, NormativeAutoencoder, reconstruct
+from nbutils.normative.model import ConvAutoencoder, NormativeAutoencoder, reconstruct, ssim_3d
 
 SHAPE = (16, 24, 16)
 
@@ -49,6 +49,61 @@ def test_output_depends_on_input_only_through_bottleneck():
         handle.remove()
     assert torch.allclose(out_a, out_b) and torch.allclose(out_a, zero)
     assert not any("skip" in n.lower() for n, _ in ae.named_modules())
+
+
+def test_full_resolution_head_keeps_shape_and_bottleneck():
+    torch.manual_seed(0)
+    ae = ConvAutoencoder(channels=(4, 8), latent_channels=2, head_channels=3, norm="none").eval()
+    a, b = torch.randn(1, 1, *SHAPE), torch.randn(1, 1, *SHAPE)
+    assert ae(a).shape == a.shape
+    # full-resolution feature maps exist in the head ...
+    convs = [m for m in ae.head.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert [c.out_channels for c in convs] == [3, 1]
+    # ... but the output still depends on the input only through the latent
+    with torch.no_grad():
+        handle = ae.to_latent.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+        out_a, out_b = ae(a), ae(b)
+        handle.remove()
+    assert torch.allclose(out_a, out_b)
+    with pytest.raises(ValueError, match="head_channels"):
+        ConvAutoencoder(channels=(4,), head_channels=-1)
+
+
+def test_ssim_3d_matches_monai_uniform_window():
+    from monai.metrics import SSIMMetric
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 11, 13, 9) * 4
+    y = x + 0.3 * torch.randn_like(x)
+    ours = ssim_3d(x, y, data_range=8.0, window=5)
+    ref = SSIMMetric(spatial_dims=3, data_range=8.0, win_size=5, kernel_type="uniform")(x, y).mean()
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert torch.isclose(ssim_3d(x, x, 8.0, 5), torch.tensor(1.0))
+    assert ssim_3d(x, y + 0.5 * torch.randn_like(x), 8.0, 5) < ours
+
+
+def test_ssim_loss_term_is_added_and_zero_for_a_perfect_copy():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, *SHAPE)
+    batch = {"image": x, "mask": torch.ones_like(x)}
+    plain = NormativeAutoencoder(channels=(4, 8), latent_channels=2)
+    with_ssim = NormativeAutoencoder(channels=(4, 8), latent_channels=2, ssim_weight=0.5)
+    with_ssim.load_state_dict(plain.state_dict())
+    y = plain(x)
+    r = with_ssim.hparams.ssim_range
+    expected = plain.loss(batch) + 0.5 * (1 - ssim_3d(y + r / 2, x + r / 2, r, 7))
+    assert torch.allclose(with_ssim.loss(batch), expected, atol=1e-6)
+    assert with_ssim.loss(batch) > plain.loss(batch)
+
+
+def test_denoising_batch_reconstructs_the_clean_image_from_the_input():
+    torch.manual_seed(0)
+    net = NormativeAutoencoder(channels=(4, 8), latent_channels=2, masked_loss=False)
+    x = torch.randn(1, 1, *SHAPE)
+    noisy = x + 1.0
+    loss = net.loss({"image": x, "input": noisy})
+    assert torch.isclose(loss, (net(noisy) - x).abs().mean())
+    assert not torch.isclose(loss, net.loss({"image": x}))
 
 
 def test_reconstruct_single_and_stack():
@@ -108,6 +163,25 @@ def test_volume_dataset_augments_inside_mask_only():
     x = item["image"][0].numpy()
     assert item["image"].shape == (1, *SHAPE) and item["mask"].shape == (1, *SHAPE)
     assert np.all(x[~mask] == 1.0) and not np.allclose(x[mask], 1.0)
+
+
+def test_volume_dataset_coarse_noise_inside_mask_only_and_smooth():
+    torch.manual_seed(0)
+    vols = np.random.default_rng(0).normal(size=(2, *SHAPE)).astype(np.float32)
+    mask = np.zeros(SHAPE, bool)
+    mask[2:14, 3:21, 2:14] = True
+    ds = VolumeDataset(vols, mask, noise_std=1.0, noise_factor=4)
+    item = ds[1]
+    noise = (item["input"] - item["image"])[0].numpy()
+    np.testing.assert_array_equal(item["image"][0].numpy(), vols[1])  # the target stays clean
+    assert np.all(noise[~mask] == 0) and noise[mask].std() > 0.1
+    # coarse: neighbouring voxels' noise is strongly correlated (white noise would give ~0)
+    inner = mask[:-1] & mask[1:]
+    r = np.corrcoef(noise[:-1][inner], noise[1:][inner])[0, 1]
+    assert r > 0.8
+    assert "input" not in VolumeDataset(vols, mask)[0]
+    with pytest.raises(ValueError, match="noise_std"):
+        VolumeDataset(vols, mask, noise_std=-1.0)
 
 
 @pytest.fixture(scope="module")

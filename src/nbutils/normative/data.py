@@ -279,6 +279,13 @@ class VolumeDataset(Dataset):
         intensity change per sample, inside the mask (0 disables).
     augment_flip : bool
         Random left-right flip (off by default: brains are not symmetric).
+    noise_std : float
+        Denoising autoencoder (Kascenas et al. 2022): if > 0, each sample also
+        carries an ``"input"``, the image plus *coarse* Gaussian noise (this SD on the coarse grid)
+        inside the mask; the model reconstructs the clean ``"image"`` from it.
+    noise_factor : int
+        The noise is drawn on a grid ``noise_factor`` times coarser on every axis and
+        up-sampled trilinearly (coarse noise hides structures, white noise does not).
     """
 
     def __init__(
@@ -288,6 +295,8 @@ class VolumeDataset(Dataset):
         augment_scale: float = 0.0,
         augment_shift: float = 0.0,
         augment_flip: bool = False,
+        noise_std: float = 0.0,
+        noise_factor: int = 8,
     ) -> None:
         if volumes.ndim != 4 or volumes.shape[1:] != mask.shape:
             raise ValueError(f"volumes {volumes.shape} and mask {mask.shape} do not match")
@@ -296,6 +305,17 @@ class VolumeDataset(Dataset):
         self.augment_scale = float(augment_scale)
         self.augment_shift = float(augment_shift)
         self.augment_flip = bool(augment_flip)
+        if noise_std < 0 or noise_factor < 1:
+            raise ValueError(f"need noise_std >= 0 and noise_factor >= 1, got {noise_std}, {noise_factor}")
+        self.noise_std = float(noise_std)
+        self.noise_factor = int(noise_factor)
+
+    def coarse_noise(self) -> torch.Tensor:
+        """Gaussian noise ``(1, X, Y, Z)`` of SD ``noise_std`` drawn on a coarse grid and up-sampled."""
+        shape = self.volumes.shape[1:]
+        coarse = [max(1, -(-s // self.noise_factor)) for s in shape]
+        noise = torch.randn(1, 1, *coarse) * self.noise_std
+        return torch.nn.functional.interpolate(noise, size=shape, mode="trilinear", align_corners=False)[0]
 
     def __len__(self) -> int:
         return self.volumes.shape[0]
@@ -309,6 +329,8 @@ class VolumeDataset(Dataset):
             x = torch.where(m > 0, x * scale + shift, x)
         if self.augment_flip and torch.rand(()) < 0.5:
             x, m = x.flip(1), m.flip(1)
+        if self.noise_std:
+            return {"image": x, "mask": m, "input": x + self.coarse_noise() * m}
         return {"image": x, "mask": m}
 
 
@@ -327,8 +349,8 @@ class NormativeDataModule(pl.LightningDataModule):
     batch_size, num_workers : int
     val_fraction, test_fraction, split_seed, test_seed
         Passed to :func:`assign_splits` when the table has no ``split`` column.
-    augment_scale, augment_shift, augment_flip
-        See :class:`VolumeDataset` (training only).
+    augment_scale, augment_shift, augment_flip, noise_std, noise_factor
+        See :class:`VolumeDataset` (training only; validation scans stay clean).
     progress : bool
         Show a progress bar while caching volumes.
     """
@@ -346,6 +368,8 @@ class NormativeDataModule(pl.LightningDataModule):
         augment_scale: float = 0.0,
         augment_shift: float = 0.0,
         augment_flip: bool = False,
+        noise_std: float = 0.0,
+        noise_factor: int = 8,
         progress: bool = False,
     ) -> None:
         super().__init__()
@@ -368,6 +392,8 @@ class NormativeDataModule(pl.LightningDataModule):
             "augment_scale": augment_scale,
             "augment_shift": augment_shift,
             "augment_flip": augment_flip,
+            "noise_std": noise_std,
+            "noise_factor": noise_factor,
         }
         self.progress = progress
         self.cache: dict[str, np.ndarray] = {}
