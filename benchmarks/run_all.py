@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 #: Studies that train several models (tens of minutes): run them by hand, not with `make bench`.
 STUDIES = {"bench_ae_variants.py"}
 
