@@ -36,7 +36,7 @@ def test_native_scans_to_prep_to_notebooks_to_report(native_prep, tmp_path):
     assert data.table["site"].nunique() >= 2 and not data.has_truth
 
     results = run_notebooks([REPO / "notebooks" / f"{n}.ipynb" for n in NOTEBOOKS], profile="smoke",
-                            overrides={"dataset": str(native_prep.prep), "val_fraction": 0.5, "test_fraction": 0.17},
+                            overrides={"dataset": str(native_prep.prep), "test_fraction": 0.17},
                             reports_dir=tmp_path / "reports", data_dir=tmp_path / "data",
                             notebooks_dir=REPO / "notebooks", progress=False)
     for r in results:
@@ -51,7 +51,7 @@ def test_native_scans_to_prep_to_notebooks_to_report(native_prep, tmp_path):
     executed = (tmp_path / "reports" / "03_deviation_maps.ipynb").read_text()
     assert "SKIPPED — tumour detection needs lesion ground truth" in executed and data.source in executed
 
-    ckpt = tmp_path / "data" / "models" / "smoke" / "normative_ae" / "checkpoints" / "best.ckpt"
+    ckpt = tmp_path / "data" / "models" / "smoke" / "normative_ae" / "ensemble.json"  # the cross-fitted members
     assert (ckpt.parent / "scan_guard.json").is_file()
     patient = data.table.loc[data.table["diagnosis"] == "glioma", "participant_id"].iloc[0]
     cmd = [sys.executable, "-m", "nbutils.cli", "report", "--subject", patient, "--prep", str(native_prep.prep),
