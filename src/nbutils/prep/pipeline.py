@@ -260,15 +260,18 @@ def save_qc_png(preproc: nib.Nifti1Image, mask: nib.Nifti1Image, path: Path, tit
     )
     data = np.asarray(preproc.dataobj)
     mid = [s // 2 for s in data.shape]
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
-    for k, ax in enumerate(axes):
-        ax.imshow(np.take(data, mid[k], axis=k).T, origin="lower", cmap="gray", vmin=-2.5, vmax=2.5)
-        ax.contour(np.take(grid_mask, mid[k], axis=k).T, [0.5], colors="r", linewidths=0.6)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=70, format="png")
+    # matplotlib's default style, whatever the calling process set: the same scan gives the same
+    # figure inline, in a process pool and on a Dask worker
+    with plt.style.context("default"):
+        fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+        for k, ax in enumerate(axes):
+            ax.imshow(np.take(data, mid[k], axis=k).T, origin="lower", cmap="gray", vmin=-2.5, vmax=2.5)
+            ax.contour(np.take(grid_mask, mid[k], axis=k).T, [0.5], colors="r", linewidths=0.6)
+            ax.axis("off")
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=70, format="png")
     plt.close(fig)
     return path
 
