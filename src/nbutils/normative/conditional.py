@@ -118,12 +118,6 @@ class CovariateDesign:
         age = table["age"].to_numpy(float)
         return cls(list(terms), float(age.mean()), float(max(age.std(), 1e-6)), sexes, sites, shares)
 
-    @property
-    def n_terms(self) -> int:
-        """Columns of the mean design, intercept included."""
-        return self.matrix(pd.DataFrame({"age": [self.age_mean], "sex": [self.sexes[0]],
-                                         "site": [self.sites[0]]})).shape[1]  # fmt: skip
-
     def _age(self, table: pd.DataFrame) -> np.ndarray:
         return (table["age"].to_numpy(float) - self.age_mean) / self.age_sd
 
@@ -308,8 +302,8 @@ def fit_conditional_voxel_norm(
     fb_z = leave_one_out_z(maps, mask, sigma, map_sigma, min_sd_quantile)
     scale = fb_scale = 1.0
     if calibrate:
-        scale = _calibration(loo_z[:, mask])
-        fb_scale = _calibration(fb_z[:, mask])
+        scale = calibration_factor(loo_z[:, mask])
+        fb_scale = calibration_factor(fb_z[:, mask])
         loo_z /= scale
         fb_z /= fb_scale
         fallback = VoxelNorm(fallback.mean, (fallback.sd * fb_scale).astype(np.float32), mask,
@@ -319,8 +313,8 @@ def fit_conditional_voxel_norm(
     return norm, loo_z, fb_z
 
 
-def _calibration(z: np.ndarray) -> float:
-    """Factor that makes 5 % of ``|z|`` exceed 1.96."""
+def calibration_factor(z: np.ndarray) -> float:
+    """Factor that makes 5 % of healthy ``|z|`` exceed 1.96 (divide z, multiply the SD by it)."""
     return max(float(np.quantile(np.abs(z), 0.95)) / 1.959964, 1e-3)
 
 

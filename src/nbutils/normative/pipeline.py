@@ -208,13 +208,15 @@ def normative_stats_from_residuals(
 
 def _unconditional(maps, mask, sigma, map_sigma, calibrate) -> tuple[VoxelNorm, np.ndarray, float]:
     """Unconditional voxel norm, the reference's leave-one-out z-maps and the calibration factor."""
+    from .conditional import calibration_factor
+
     norm = fit_voxel_norm(maps, mask, sigma, map_sigma)
     # with few reference subjects z has heavier tails than N(0, 1): one global factor
     # makes 5 % of the leave-one-out |z| exceed 1.96 (healthy data only)
     ref_z = leave_one_out_z(maps, mask, sigma, map_sigma) if len(maps) >= 3 else norm.z(maps)
     factor = 1.0
     if calibrate:
-        factor = max(float(np.quantile(np.abs(ref_z[:, mask]), 0.95)) / 1.959964, 1e-3)
+        factor = calibration_factor(ref_z[:, mask])
         norm = VoxelNorm(norm.mean, (norm.sd * factor).astype(np.float32), mask, norm.sigma, norm.n)
     return norm, ref_z / factor, factor
 
