@@ -176,8 +176,8 @@ print(f"input {shape} -> latent {tuple(latent.shape[1:])} "
 # `save_hyperparameters` (plain types, so checkpoints load with `torch.load(weights_only=True)`),
 # `ModelCheckpoint` (best + last), `EarlyStopping` on the held-out fold's L1 and a `CSVLogger` — once per
 # fold, and then fits the normative statistics from the out-of-fold residuals. The members together are
-# the normative model (`ensemble.json`): a new scan's z-map is the mean of the members' z-maps, and
-# their spread is an uncertainty map. `accelerator`, `devices`, `strategy` and `num_nodes` are passed
+# the normative model (`ensemble.json`): a new scan's z-map combines the members' z-maps as correlated
+# z-scores (`ensemble_z`: their plain mean would be under-dispersed), and their spread is an uncertainty map. `accelerator`, `devices`, `strategy` and `num_nodes` are passed
 # straight to the `Trainer`; for multi-process DDP run the same code as a script:
 # `python -m nbutils.normative.train --table subjects.tsv --out DIR --devices 2 --strategy ddp`.
 

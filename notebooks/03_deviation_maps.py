@@ -75,7 +75,7 @@ import numpy as np
 import pandas as pd
 
 from nbutils.normative.data import load_volumes
-from nbutils.normative.pipeline import atlas_arrays, covariates_of, member_z_maps
+from nbutils.normative.pipeline import atlas_arrays, covariates_of, ensemble_z, member_z_maps
 from nbutils.reporting import save_figure
 from nbutils.runs import open_dataset, open_normative_model
 
@@ -92,7 +92,7 @@ print("healthy thresholds (|z| after post-processing):", stats.thresholds)
 test_volumes = load_volumes(test["path"])
 cov = covariates_of(test)  # age, sex, site: each scan is compared with healthy people like them
 recon, member_z = member_z_maps(model, stats, test_volumes, cov)
-z, z_spread = member_z.mean(axis=0), member_z.std(axis=0)
+z, z_spread = ensemble_z(member_z, stats.mask), member_z.std(axis=0)
 labels, _ = atlas_arrays(stats.atlas, stats.resolution)
 is_cn = (test["diagnosis"] == "CN").to_numpy()
 is_tumour = test["diagnosis"].isin(TUMOURS).to_numpy()
@@ -123,7 +123,7 @@ with warnings.catch_warnings():  # the unconditional reference, on purpose, for 
     warnings.simplefilter("ignore")
     _, z_uncond = member_z_maps(model, stats, test_volumes[is_cn], None)
 by_group = calibration_by_group(z[is_cn], stats.mask, test[is_cn]).merge(
-    calibration_by_group(z_uncond.mean(axis=0), stats.mask, test[is_cn])[["group", "share"]],
+    calibration_by_group(ensemble_z(z_uncond, stats.mask), stats.mask, test[is_cn])[["group", "share"]],
     on="group", suffixes=("", "_unconditional"))
 by_group["met (0.05 ± 0.01)"] = (by_group["share"] - 0.05).abs() <= 0.01
 calibration_met = bool(by_group["met (0.05 ± 0.01)"].all())
@@ -162,7 +162,8 @@ calib.round(3)
 # - **(a) intensity** — |standardised intensity|, no model at all;
 # - **(b) voxel z** — z of the intensity against the healthy reference scans, voxel by voxel, conditional
 #   on age, sex and site like the autoencoder's, no network;
-# - **(c) autoencoder** — z of the reconstruction residual (the ensemble's mean z).
+# - **(c) autoencoder** — z of the reconstruction residual (the ensemble members' z-maps combined
+#   as correlated z-scores, so the result stays calibrated: `ensemble_z`).
 #
 # Every tumour class lies inside the analysed region: the analysis mask is the MNI152 brain mask plus a
 # 4 mm extra-axial rim (meningiomas) and the sellar region (pituitary adenomas) —
@@ -314,9 +315,9 @@ plt.show()
 
 # %%
 j = int(np.flatnonzero(is_tumour)[0]) if is_tumour.any() else 0
-fig = plot_planes_grid({f"{test['participant_id'][j]}: mean z of {len(member_z)} members": (test_volumes[j], z[j], None),
+fig = plot_planes_grid({f"{test['participant_id'][j]}: combined z of {len(member_z)} members": (test_volumes[j], z[j], None),
                         "spread of the members' z (SD)": (test_volumes[j], z_spread[j], None)}, threshold=0.5,
-                       title=f"ensemble mean and disagreement ({data.source})")
+                       title=f"ensemble z and disagreement ({data.source})")
 save_figure(fig, P.reports_dir, STEM, "ensemble_uncertainty")
 plt.show()
 print(f"members' z spread inside the brain: median {np.median(z_spread[:, stats.mask]):.2f}, "

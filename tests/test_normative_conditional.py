@@ -88,6 +88,30 @@ def test_regional_model_conditional_z_centiles_and_round_trip(tmp_path):
         model.centiles("amygdala", [50.0], "F", "siteA")
 
 
+def test_regional_z_equals_pcntoolkits_and_mixes_an_unknown_site(tmp_path):
+    from nbutils.normative.conditional import _silent
+
+    rng = np.random.default_rng(4)
+    ref = _covariates(rng, 30)
+    regions = pd.DataFrame({"index": [1, 2], "name": ["a", "b"], "hemisphere": ["L", "R"], "n_voxels": [5, 6]})
+    site_shift = np.where(ref["site"] == "siteB", 1.0, 0.0)
+    scores = np.column_stack([site_shift + rng.normal(0, 0.3, 30), rng.normal(0, 1, 30)])
+    model = RegionalModel.load(fit_regional_model(scores, ref, regions, nknots=3).save(tmp_path / "r"))
+    new = _covariates(rng, 5)
+    new_scores = rng.normal(size=(5, 2))
+    with _silent():  # PCNtoolkit's own (slow) path gives the same z
+        data = model._normdata(new_scores, new, "new")
+        model.model.compute_zscores(data)
+    np.testing.assert_allclose(model.z(new_scores, new), data["Z"].sel(response_vars=model.keys).to_numpy(),
+                               atol=1e-9)
+    # a new scanner: compared with the mixture of siteA and siteB, so between the two
+    one = new.head(1)
+    with pytest.warns(UserWarning, match="siteZ"):
+        z_new = model.z(new_scores[:1], one.assign(site="siteZ"))[0, 0]
+    z_a, z_b = (model.z(new_scores[:1], one.assign(site=s))[0, 0] for s in ("siteA", "siteB"))
+    assert min(z_a, z_b) < z_new < max(z_a, z_b)
+
+
 def test_regional_model_refuses_too_few_subjects():
     rng = np.random.default_rng(3)
     ref = _covariates(rng, 5)

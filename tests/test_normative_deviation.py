@@ -225,3 +225,25 @@ def test_stats_roundtrip(tmp_path, atlas, mask):
     assert set(res.profile["name"]) == {"A", "B"}
     with pytest.raises(FileNotFoundError, match="normative_stats"):
         load_stats(tmp_path / "elsewhere" / "best.ckpt")
+
+
+def test_ensemble_z_stays_calibrated_when_members_are_correlated():
+    from nbutils.normative.pipeline import ensemble_z
+
+    rng = np.random.default_rng(0)
+    shape = (7, 8, 9)
+    mask = np.zeros(shape, bool)
+    mask[1:6, 1:7, 1:8] = True
+    rho, k, n = 0.6, 3, 40
+    shared = rng.standard_normal((n, *shape))
+    own = rng.standard_normal((k, n, *shape))
+    members = (np.sqrt(rho) * shared + np.sqrt(1 - rho) * own).astype(np.float32)  # each N(0, 1)
+    plain = members.mean(axis=0)[:, mask]
+    combined = ensemble_z(members, mask)
+    assert combined.shape == (n, *shape) and combined.dtype == np.float32
+    assert plain.std() < 0.9  # the plain mean is under-dispersed: sqrt((1 + 2 * 0.6) / 3) = 0.86
+    assert abs(combined[:, mask].std() - 1.0) < 0.05
+    assert abs(np.mean(np.abs(combined[:, mask]) > 1.96) - 0.05) < 0.01
+    np.testing.assert_array_equal(ensemble_z(members[:1], mask), members[0])
+    with pytest.raises(ValueError, match="member z-maps"):
+        ensemble_z(members[0], mask)

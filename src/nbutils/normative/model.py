@@ -102,7 +102,16 @@ class ConvAutoencoder(nn.Module):
         if head_channels < 0:
             raise ValueError(f"head_channels must be >= 0, got {head_channels}")
         self.levels = len(channels)
-        norm_arg = None if norm in (None, "none") else norm
+
+        def norm_arg(c: int):
+            if norm in (None, "none"):
+                return None
+            if norm == "instance":
+                # the same maths as InstanceNorm3d (no affine, no running statistics, so the
+                # same state dict), but PyTorch's CPU group norm is faster: 0.74x the forward
+                # and 0.85x the training-step time of the default autoencoder (2026-12-01)
+                return ("group", {"num_groups": c, "affine": False})
+            return norm
 
         def block(cin: int, cout: int, stride: int = 1, transposed: bool = False, conv_only=False):
             return Convolution(
@@ -111,7 +120,7 @@ class ConvAutoencoder(nn.Module):
                 out_channels=cout,
                 strides=stride,
                 kernel_size=3,
-                norm=norm_arg,
+                norm=norm_arg(cout),
                 act=act,
                 is_transposed=transposed,
                 conv_only=conv_only,
@@ -124,8 +133,9 @@ class ConvAutoencoder(nn.Module):
             enc.extend(block(c, c) for _ in range(convs_per_level - 1))
             cin = c
         self.encoder = nn.Sequential(*enc)
-        self.to_latent = Convolution(3, cin, latent_channels, kernel_size=1, norm=norm_arg, act=act)
-        self.from_latent = Convolution(3, latent_channels, cin, kernel_size=1, norm=norm_arg, act=act)
+        self.to_latent = Convolution(3, cin, latent_channels, kernel_size=1, norm=norm_arg(latent_channels),
+                                     act=act)
+        self.from_latent = Convolution(3, latent_channels, cin, kernel_size=1, norm=norm_arg(cin), act=act)
         dec: list[nn.Module] = []
         for c in channels[-2::-1]:
             dec.append(block(cin, c, stride=2, transposed=True))
