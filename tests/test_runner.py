@@ -13,6 +13,7 @@ from nbutils.runner import (
     load_profile,
     notebook_parameters,
     parse_override,
+    resolve_notebook,
     resolve_parameters,
     run_notebook,
     run_notebooks,
@@ -37,6 +38,18 @@ def suite(tmp_path: Path) -> Path:
     profile = {"_common": {"factor": 3, "unused_common": 1}, "01_second": {"label": "b"}}
     (nbs / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(profile))
     return nbs
+
+
+def test_notebooks_are_found_by_path_name_or_number(suite):
+    first = suite / "00_first.ipynb"
+    assert resolve_notebook(first, suite) == first
+    assert resolve_notebook("00_first", suite) == first
+    assert resolve_notebook("01", suite) == suite / "01_second.ipynb"
+    assert resolve_notebook("00_first.ipynb", suite) == first
+    with pytest.raises(FileNotFoundError, match=r"07_missing.*available: \['00_first', '01_second'\]"):
+        resolve_notebook("07_missing", suite)
+    with pytest.raises(FileNotFoundError, match="2 match"):
+        resolve_notebook("0", suite)
 
 
 def test_resolve_parameters_precedence():

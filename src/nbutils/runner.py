@@ -34,6 +34,7 @@ __all__ = [
     "load_profile",
     "notebook_parameters",
     "parse_override",
+    "resolve_notebook",
     "resolve_parameters",
     "run_notebooks",
 ]
@@ -62,6 +63,21 @@ def discover_notebooks(notebooks_dir: str | os.PathLike = "notebooks") -> list[P
     if not found:
         raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {notebooks_dir}")
     return found
+
+
+def resolve_notebook(name: str | os.PathLike, notebooks_dir: str | os.PathLike = "notebooks") -> Path:
+    """A notebook given by path, or by name in ``notebooks_dir``: ``03``, ``03_deviation_maps`` or its file name."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".ipynb")
+    found = sorted(Path(notebooks_dir).glob(f"{stem}*.ipynb")) if stem else []
+    exact = [p for p in found if p.stem == stem]
+    if exact or len(found) == 1:
+        return (exact or found)[0]
+    names = [p.stem for p in discover_notebooks(notebooks_dir)] if Path(notebooks_dir).is_dir() else []
+    what = f"{len(found)} match" if found else "no match"
+    raise FileNotFoundError(f"notebook not found: {name} ({what} in {notebooks_dir}; available: {names})")
 
 
 def load_profile(profile: str | os.PathLike, notebooks_dir: str | os.PathLike = "notebooks") -> dict:
@@ -247,10 +263,10 @@ def run_notebooks(
     -------
     list of NotebookResult
     """
-    notebooks = [Path(n) for n in notebooks] if notebooks else discover_notebooks(notebooks_dir)
-    for nb in notebooks:
-        if not nb.is_file():
-            raise FileNotFoundError(f"notebook not found: {nb}")
+    if notebooks:
+        notebooks = [resolve_notebook(n, notebooks_dir) for n in notebooks]
+    else:
+        notebooks = discover_notebooks(notebooks_dir)
     prof = load_profile(profile, notebooks_dir if notebooks_dir else notebooks[0].parent)
     reports = Path(reports_dir).resolve()
     reports.mkdir(parents=True, exist_ok=True)
