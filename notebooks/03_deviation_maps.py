@@ -372,6 +372,8 @@ pd.DataFrame([c.measures for c in healthy_checks + inverted_checks],
 # The replicates all get the same training budget (`stability_epochs`), so their agreement measures
 # what a re-run of the same recipe would change. The main model of notebook 02 trained longer; its
 # agreement with the replicates is reported separately, because it mixes seed and budget differences.
+# The same study also measures what a **single** model would reach: member k of one replicate against
+# member k of another (same fold, other seed). That is the measurement behind the ensemble's size.
 
 # %%
 from nbutils.normative.evaluate import stability_study
@@ -393,6 +395,8 @@ print(f"regional-profile correlation across {len(profiles)} replicates (seeds {P
 print("by group:", {k: round(v, 3) for k, v in stability.by_group.items()})
 print(f"main model ({run.training.get('epochs', '?')} epochs) vs each replicate: "
       f"mean r = {stability.main_correlation:.3f}")
+print(f"single models (member k vs member k across replicates): r = {stability.member_correlation:.3f} vs "
+      f"{stability.seed_correlation:.3f} for ensembles of {len(member_z)}")
 corr.round(3)
 
 # %%
@@ -482,6 +486,7 @@ write_metrics(P.reports_dir, STEM, {
     "guard_available": run.guard is not None,
     "profile_seed_correlation": stability.seed_correlation,
     "profile_main_vs_replicate_correlation": stability.main_correlation,
+    "profile_single_member_correlation": stability.member_correlation,
     "n_models_stability": len(profiles),
     "stability_epochs": P.stability_epochs,
     "n_tumour_test": int(len(tum)),

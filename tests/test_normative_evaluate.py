@@ -205,6 +205,23 @@ def test_stability_study_of_identical_replicates_is_one(tmp_path):
     assert res.seed_correlation == pytest.approx(1.0)
     assert res.main_correlation == pytest.approx(1.0)
     assert res.by_group["CN"] == pytest.approx(1.0)
+    assert np.isnan(res.member_correlation)  # single models: no member-level figure
+
+
+def test_stability_study_measures_single_members_of_ensembles_too(tmp_path):
+    from nbutils.normative.model import EnsembleAutoencoder
+
+    class EnsembleBuilder(FakeBuilder):
+        def __call__(self, table, out_dir, **kw):
+            _, stats, _ = super().__call__(table, out_dir, **{**kw, "seed": 0})  # one reference
+            # member 0 is the same in every replicate, member 1 changes with the seed
+            return None, stats, EnsembleAutoencoder([_net(0.5), _net(self.weight_of_seed(kw["seed"]))])
+
+    main = np.random.default_rng(0).normal(size=(4, 3))
+    res = _study(EnsembleBuilder(lambda s: [0.1, 0.9, -0.7][s - 1]), tmp_path, main)
+    assert np.isfinite(res.member_correlation) and res.member_correlation < 1.0
+    same = _study(EnsembleBuilder(lambda s: 0.3), tmp_path / "same", main)
+    assert same.member_correlation == pytest.approx(1.0) and same.seed_correlation == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------- against chance

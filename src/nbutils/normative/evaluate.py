@@ -39,7 +39,14 @@ from nbutils.evaluation import (
 )
 
 from .deviation import auprc, best_dice, binarise, dice, postprocess
-from .pipeline import build_normative_model, deviation_maps, postprocessed_scores, regional_profiles
+from .pipeline import (
+    build_normative_model,
+    deviation_maps,
+    ensemble_z,
+    member_z_maps,
+    postprocessed_scores,
+    regional_profiles,
+)
 from .regional import top_regions
 from .stats import NormativeStats
 
@@ -237,6 +244,10 @@ class StabilityResult:
         Mean pooled ``r`` over all replicate pairs.
     main_correlation : float
         Mean pooled ``r`` of the main model's profile with each replicate.
+    member_correlation : float
+        The same agreement for single models: member k of one replicate against
+        member k of another (same fold, other seed), averaged over members and
+        pairs — what an ensemble of one would reach (NaN for one-member models).
     """
 
     profiles: list[np.ndarray]
@@ -244,6 +255,7 @@ class StabilityResult:
     by_group: dict[str, float]
     seed_correlation: float
     main_correlation: float
+    member_correlation: float = float("nan")
 
 
 def stability_study(
@@ -306,7 +318,7 @@ def stability_study(
         Passed to ``build``.
     """
     data = {k: v for k, v in training["data"].items() if k != "split_seed"}
-    profiles = []
+    profiles, member_profiles = [], []
     for s in seeds:
         _, st, m = build(
             subjects, Path(model_dir_root) / f"seed-{s}",
@@ -314,15 +326,19 @@ def stability_study(
             patience=epochs, seed=s, stats_options=stats_options, data_source=data_source,
             progress=progress,
         )  # fmt: skip
-        _, z_s = deviation_maps(m, st, test_volumes, covariates)
-        profiles.append(regional_profiles(st, z_s, labels, covariates)[0].to_numpy())
+        _, zs = member_z_maps(m, st, test_volumes, covariates)
+        profiles.append(regional_profiles(st, ensemble_z(zs, st.mask), labels, covariates)[0].to_numpy())
+        member_profiles.append([regional_profiles(st, z_k, labels, covariates)[0].to_numpy() for z_k in zs])
     corr = profile_correlation(profiles)
+    n_members = min(len(mp) for mp in member_profiles)
+    member_corr = float(np.mean([profile_correlation([mp[k] for mp in member_profiles])["r_all"].mean()
+                                 for k in range(n_members)])) if n_members > 1 else float("nan")  # fmt: skip
     by_group = {g: float(profile_correlation([p[mask_] for p in profiles])["r_all"].mean())
                 for g, mask_ in groups.items() if mask_.sum() > 0}  # fmt: skip
     seed_corr = float(corr["r_all"].mean())
     main_corr = float(np.mean([profile_correlation([main_profile, p])["r_all"].iloc[0]
                                for p in profiles]))  # fmt: skip
-    return StabilityResult(profiles, corr, by_group, seed_corr, main_corr)
+    return StabilityResult(profiles, corr, by_group, seed_corr, main_corr, member_corr)
 
 
 # --------------------------------------------------------------------------- against chance

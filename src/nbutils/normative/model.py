@@ -285,7 +285,7 @@ class EnsembleAutoencoder(nn.Module):
     """Autoencoders trained on different cross-fitting folds, used together.
 
     ``forward`` returns the mean reconstruction (for display); deviation maps
-    average the members' z-maps (:func:`nbutils.normative.pipeline.deviation_maps`),
+    combine the members' z-maps (:func:`nbutils.normative.pipeline.ensemble_z`),
     and the spread of the members' z is the ensemble's uncertainty.
     """
 
