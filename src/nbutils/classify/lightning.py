@@ -11,12 +11,9 @@ the lowest validation loss.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +29,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from nbutils.classify.metrics import classification_metrics, read_learning_curves
+from nbutils.quiet import quiet_lightning
 
 __all__ = ["ClassifierModule", "FitResult", "balanced_class_weights", "fit_classifier", "predict_proba"]
 
@@ -198,24 +196,6 @@ class FitResult:
     log_dir: Path
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Hide Lightning's per-run banner (GPU/TPU lines, tips) and its deprecation chatter."""
-    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen)
@@ -308,7 +288,7 @@ def fit_classifier(
         patience=patience, accelerator=accelerator, devices=devices, progress=progress,
     )  # fmt: skip
     start = time.perf_counter()
-    with _quiet():
+    with quiet_lightning():
         trainer.fit(
             module,
             train_dataloaders=_loader(x_tr, y_tr, batch_size, True, seed),
@@ -332,7 +312,7 @@ def _classifier_trainer(
     progress: bool,
 ) -> pl.Trainer:
     """Trainer with BatchNorm recalibration, early stopping on ``val_loss`` and best-weight keeping."""
-    with _quiet():
+    with quiet_lightning():
         return pl.Trainer(
             accelerator=accelerator,
             devices=devices,

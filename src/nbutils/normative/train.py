@@ -123,6 +123,8 @@ def train_autoencoder(
     import pytorch_lightning as pl
     import torch
 
+    from nbutils.quiet import quiet_lightning
+
     from .data import NormativeDataModule
     from .model import NormativeAutoencoder
 
@@ -132,15 +134,16 @@ def train_autoencoder(
     data_kwargs = {"split_seed": seed, **(data or {})}
     dm = NormativeDataModule(table, progress=progress, **data_kwargs)
     net = NormativeAutoencoder(**(model or {}))
-    trainer, ckpt, stop = _trainer(
-        work, max_epochs=max_epochs, patience=patience, accelerator=accelerator, devices=devices,
-        strategy=strategy, num_nodes=num_nodes, precision=precision,
-        limit_train_batches=limit_train_batches, max_minutes=max_minutes, progress=progress,
-    )  # fmt: skip
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    start = time.perf_counter()
-    trainer.fit(net, datamodule=dm)
-    seconds = time.perf_counter() - start
+    with quiet_lightning():
+        trainer, ckpt, stop = _trainer(
+            work, max_epochs=max_epochs, patience=patience, accelerator=accelerator, devices=devices,
+            strategy=strategy, num_nodes=num_nodes, precision=precision,
+            limit_train_batches=limit_train_batches, max_minutes=max_minutes, progress=progress,
+        )  # fmt: skip
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        start = time.perf_counter()
+        trainer.fit(net, datamodule=dm)
+        seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
 
