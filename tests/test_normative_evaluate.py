@@ -119,6 +119,11 @@ def test_calibration_by_group_reports_age_tertiles_and_sites():
     assert out["all"] == pytest.approx(2 / 6 / 7)
     assert out["age old (60-70 y)"] == pytest.approx(1 / 7) and out["age young (20-30 y)"] == 0
     assert out["site a"] == pytest.approx(1 / 3 / 7)
+    full = calibration_by_group(z, np.ones(SHAPE, bool), table).set_index("group")
+    old = full.loc["age old (60-70 y)"]
+    assert old["ci_low"] == old["ci_high"] == pytest.approx(1 / 7)  # both subjects alike: no spread
+    site_b = full.loc["site b"]  # 0, 0 and 1/7: an interval around 1/21 that includes 0
+    assert site_b["ci_low"] < 0 < 1 / 21 < site_b["ci_high"]
 
 
 def test_profile_correlation_identical_and_independent():

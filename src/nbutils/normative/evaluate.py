@@ -178,24 +178,32 @@ def calibration_by_group(
 ) -> pd.DataFrame:
     """Share of voxels with ``|z| > cut`` in healthy scans: overall, per age tertile and per site.
 
-    Returns one row per group with ``group``, ``n`` and ``share`` (0.05 when calibrated).
+    Returns one row per group with ``group``, ``n``, ``share`` (0.05 when
+    calibrated) and a 95 % interval of the mean share over the group's subjects
+    (``ci_low``, ``ci_high``; normal approximation, NaN for one subject): with
+    three or four subjects per group, a share 0.01 from 0.05 can be chance.
     """
     from .deviation import frac_abs_z_above
 
     share = frac_abs_z_above(z, mask, cut)
     table = table.reset_index(drop=True)
-    rows = [{"group": "all", "n": len(share), "share": float(share.mean())}]
+
+    def row(group: str, sel: np.ndarray) -> dict:
+        values = share[sel]
+        half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+        mean = float(values.mean())
+        return {"group": group, "n": int(sel.sum()), "share": mean, "ci_low": mean - half, "ci_high": mean + half}
+
+    rows = [row("all", np.ones(len(share), bool))]
     if "age" in table.columns and len(table) >= 3:
         tertile = pd.qcut(table["age"].rank(method="first"), 3, labels=["young", "middle", "old"])
         for label in ["young", "middle", "old"]:
             sel = (tertile == label).to_numpy()
             ages = table.loc[sel, "age"]
-            rows.append({"group": f"age {label} ({ages.min():.0f}-{ages.max():.0f} y)",
-                         "n": int(sel.sum()), "share": float(share[sel].mean())})  # fmt: skip
+            rows.append(row(f"age {label} ({ages.min():.0f}-{ages.max():.0f} y)", sel))
     if "site" in table.columns:
         for site in sorted(table["site"].astype(str).unique()):
-            sel = (table["site"].astype(str) == site).to_numpy()
-            rows.append({"group": f"site {site}", "n": int(sel.sum()), "share": float(share[sel].mean())})
+            rows.append(row(f"site {site}", (table["site"].astype(str) == site).to_numpy()))
     return pd.DataFrame(rows)
 
 
