@@ -59,6 +59,7 @@ max_epochs: int = 40
 patience: int = 8
 max_minutes: float | None = 5.0  # wall-clock safety cap (stopping by time is not reproducible)
 n_folds: int = 2  # cross-fitting folds, one ensemble member each (trained on the other folds)
+retrain: bool = False  # train again even if a model built from the same scans, settings and seed is saved
 test_fraction: float = 0.2
 augment_scale: float = 0.0
 augment_shift: float = 0.0
@@ -205,10 +206,14 @@ result, stats, model = build_normative_model(
                                       "erode": P.erode, "min_size": P.min_size}},
     data_source=data.source,
     progress=False,
+    reuse=not P.retrain,
 )
 import json
 
 training = json.loads((model_dir / "training.json").read_text())
+if result.reused:
+    print(f"REUSED the model saved in {model_dir}: built earlier from the same scans, settings and seed "
+          "(set retrain=True to train again)")
 print(f"{training['n_folds']} cross-fitted members trained {result.epochs} epochs in {result.train_seconds:.0f} s "
       f"(stopped by {training['stopped_by']}); mean held-out-fold L1 {result.best_val_loss:.4f}  ({data.source})")
 print("model:", result.best_checkpoint)

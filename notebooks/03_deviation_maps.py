@@ -52,6 +52,7 @@ dataset: str = ""  # folder written by `nbutils prep` (prep.tsv + demographics);
 stability_seeds: list[int] = [1, 2, 3]  # retrained ensembles, at least 2, all with the same budget
 stability_epochs: int = 10
 stability_minutes: float | None = 2.0  # wall-clock safety cap per member of each replicate
+retrain: bool = False  # retrain the replicates even if ones built from the same scans, settings and seeds are saved
 explorer_subjects: int = 4
 
 # %%
@@ -390,7 +391,7 @@ stability = stability_study(
     main_profile=regional_profiles(stats, z, labels, cov)[0].to_numpy(), epochs=P.stability_epochs,
     minutes=P.stability_minutes, training=run.training,
     stats_options=stats.provenance.get("stats_options", {}), data_source=data.source, groups=groups,
-    covariates=cov)
+    covariates=cov, reuse=not P.retrain)
 profiles, corr = stability.profiles, stability.correlation
 print(f"regional-profile correlation across {len(profiles)} replicates (seeds {P.stability_seeds}, "
       f"{P.stability_epochs} epochs each, fixed reference): {stability.seed_correlation:.3f} "

@@ -189,7 +189,7 @@ def test_stability_study_retrains_each_seed_with_the_same_budget(tmp_path):
         assert c["out_dir"] == tmp_path / "stability" / f"seed-{c['seed']}"
         assert c["max_epochs"] == c["patience"] == 3 and c["max_minutes"] == 0.5
         assert c["data"] == {"batch_size": 2} and c["model"] == {"channels": [4]}
-        assert c["stats_options"] == {"sigma": 1.0} and c["data_source"] == "noise"
+        assert c["stats_options"] == {"sigma": 1.0} and c["data_source"] == "noise" and c["reuse"] is True
         pd.testing.assert_frame_equal(c["table"], _subjects())  # the same reference every time
     assert len(res.profiles) == 3 and all(p.shape == (4, 3) for p in res.profiles)
     assert len(res.correlation) == 3

@@ -365,3 +365,16 @@ def test_build_normative_model_cross_fits_an_ensemble_with_a_conditional_referen
     _, z_a = deviation_maps(model, stats, vols, cov)
     _, z_b = deviation_maps(loaded, back, vols, cov)
     np.testing.assert_allclose(z_a, z_b, atol=1e-5)
+    assert not result.reused and (tmp_path / "ens" / "build_key.json").is_file()
+
+    def again(**changes):
+        options = dict(n_folds=2, model=TINY, data={"mask": str(fixture_dir / "mask.nii.gz"), "batch_size": 2},
+                       max_epochs=1, seed=0, progress=False, reuse=True,
+                       stats_options={"atlas_data": (labels, regions), "min_region_voxels": 2})
+        return build_normative_model(table, tmp_path / "ens", **{**options, **changes})
+
+    same, same_stats, same_model = again()  # same scans, settings and seed: loaded, not trained
+    assert same.reused and same.epochs == result.epochs and len(same.members) == 2
+    np.testing.assert_allclose(deviation_maps(same_model, same_stats, vols, cov)[1], z_a, atol=1e-5)
+    assert not again(seed=1)[0].reused  # another seed trains again
+    assert not again(seed=1, reuse=False)[0].reused  # and reuse=False always trains

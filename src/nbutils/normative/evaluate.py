@@ -283,6 +283,7 @@ def stability_study(
     covariates: pd.DataFrame | None = None,
     build: Callable = build_normative_model,
     progress: bool = False,
+    reuse: bool = True,
 ) -> StabilityResult:
     """Retrain the normative model once per seed on the same healthy reference and compare profiles.
 
@@ -324,6 +325,9 @@ def stability_study(
         with its signature returning ``(result, stats, model)``.
     progress : bool
         Passed to ``build``.
+    reuse : bool
+        Passed to ``build``: a replicate already built from the same scans,
+        settings and seed is loaded instead of trained again.
     """
     data = {k: v for k, v in training["data"].items() if k != "split_seed"}
     profiles, member_profiles = [], []
@@ -332,7 +336,7 @@ def stability_study(
             subjects, Path(model_dir_root) / f"seed-{s}",
             model=training["model"], data=data, max_epochs=epochs, max_minutes=minutes,
             patience=epochs, seed=s, stats_options=stats_options, data_source=data_source,
-            progress=progress,
+            progress=progress, reuse=reuse,
         )  # fmt: skip
         _, zs = member_z_maps(m, st, test_volumes, covariates)
         profiles.append(regional_profiles(st, ensemble_z(zs, st.mask), labels, covariates)[0].to_numpy())

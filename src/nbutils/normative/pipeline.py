@@ -17,6 +17,7 @@ models is :mod:`nbutils.normative.evaluate`.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -399,6 +400,7 @@ class EnsembleResult:
     train_seconds: float
     epochs: list[int]
     best_val_loss: float
+    reused: bool = False
 
     @property
     def metrics_csv(self) -> list[Path]:
@@ -424,6 +426,7 @@ def build_normative_model(
     stats_options: dict | None = None,
     data_source: str = "",
     progress: bool = True,
+    reuse: bool = False,
 ):
     """Cross-fit an ensemble of autoencoders, fit its normative statistics and save everything.
 
@@ -436,12 +439,16 @@ def build_normative_model(
     (``<out_dir>/ensemble.json``); the statistics (conditional on age, sex and
     site when the table has them) are saved beside it.
 
+    With ``reuse``, a model already in ``out_dir`` that was built from the same
+    scans (paths, sizes, modification times, splits and folds) with the same
+    settings and seed is loaded instead of trained again (``build_key.json``
+    records what it was built from; it is written last, so only a finished
+    build is ever reused). ``EnsembleResult.reused`` says which happened.
+
     Returns
     -------
     (EnsembleResult, NormativeStats, EnsembleAutoencoder)
     """
-    import json
-
     from nbutils.io import write_json, write_table
 
     from .data import NormativeDataModule, assign_folds, fold_table, load_volumes
@@ -454,6 +461,14 @@ def build_normative_model(
     if "fold" not in table.columns:
         table = assign_folds(table, n_folds, seed)
     n_folds = int(table["fold"].max()) + 1
+    key = _build_key(table, {"model": model, "data": data, "max_epochs": max_epochs, "patience": patience,
+                             "seed": seed, "max_minutes": max_minutes, "limit_train_batches": limit_train_batches,
+                             "stats_options": _options_key(stats_options)})  # fmt: skip
+    if reuse:
+        built = _load_build(out_dir, key)
+        if built is not None:
+            return built
+    (out_dir / "build_key.json").unlink(missing_ok=True)
     members, results, residuals, volumes, rows = [], [], [], [], []
     for k in range(n_folds):
         result = train_autoencoder(
@@ -504,4 +519,53 @@ def build_normative_model(
     fit_guard_beside(ensemble, stats, volumes, checkpoint, residuals=residuals)
     result = EnsembleResult(out_dir, checkpoint, results, training["train_seconds"],
                             training["epochs"], training["best_val_loss"])
+    write_json(out_dir / "build_key.json", key)  # last: only a finished build is ever reused
     return result, stats, ensemble
+
+
+def _options_key(stats_options: dict | None) -> dict:
+    """``stats_options`` as plain data: a given atlas (arrays) is represented by its hash."""
+    import hashlib
+
+    out = dict(stats_options or {})
+    if "atlas_data" in out:
+        labels, regions = out["atlas_data"]
+        digest = hashlib.sha256(np.ascontiguousarray(labels).tobytes())
+        digest.update(regions.to_csv(index=False).encode())
+        out["atlas_data"] = digest.hexdigest()
+    return out
+
+
+def _build_key(table: pd.DataFrame, settings: dict) -> dict:
+    """What a built model depends on: its settings and every scan (path, size, time, split, fold)."""
+    scans = []
+    for r in table.sort_values("participant_id").itertuples():
+        st = Path(r.path).stat()
+        scans.append([str(r.participant_id), str(r.path), st.st_size, st.st_mtime_ns,
+                      str(getattr(r, "split", "")), int(r.fold)])  # fmt: skip
+    return json.loads(json.dumps({"settings": settings, "scans": scans}, default=str))
+
+
+def _load_build(out_dir: Path, key: dict):
+    """The model built in ``out_dir`` from ``key``, as ``build_normative_model`` returns it, or None."""
+    from .stats import load_stats
+    from .train import TrainResult, load_autoencoder
+
+    key_path, checkpoint = out_dir / "build_key.json", out_dir / "ensemble.json"
+    try:
+        if not (key_path.is_file() and checkpoint.is_file()) or json.loads(key_path.read_text()) != key:
+            return None
+        training = json.loads((out_dir / "training.json").read_text())
+        members = []
+        for k in range(int(training["n_folds"])):
+            fold = out_dir / f"fold-{k}"
+            t = json.loads((fold / "training.json").read_text())
+            members.append(TrainResult(fold, fold / "checkpoints" / "best.ckpt", fold / "checkpoints" / "last.ckpt",
+                                       fold / "logs" / "version_0" / "metrics.csv", t["train_seconds"],
+                                       t["epochs"], t["best_val_loss"]))  # fmt: skip
+        model, stats = load_autoencoder(checkpoint), load_stats(checkpoint)
+    except (OSError, ValueError, KeyError):  # unreadable or from an older format: build again
+        return None
+    result = EnsembleResult(out_dir, checkpoint, members, training["train_seconds"], training["epochs"],
+                            training["best_val_loss"], reused=True)
+    return result, stats, model

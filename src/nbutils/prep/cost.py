@@ -31,7 +31,7 @@ import json
 import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -201,15 +201,6 @@ def paired_split(
     return split, prep
 
 
-def _cache_key(table: pd.DataFrame, recipe: NormativeRecipe, seed: int, resolution: float) -> dict:
-    """What a trained model depends on: the recipe, the seed and every scan (path, size, time) and its fold."""
-    scans = []
-    for r in table.sort_values("participant_id").itertuples():
-        st = Path(r.path).stat()
-        scans.append([r.participant_id, str(r.path), st.st_size, st.st_mtime_ns, int(r.fold)])
-    return {"recipe": asdict(recipe), "seed": int(seed), "resolution": float(resolution), "scans": scans}
-
-
 def train_version(
     table: pd.DataFrame,
     out_dir: str | os.PathLike,
@@ -227,7 +218,8 @@ def train_version(
     table : DataFrame
         Subjects with ``split`` and ``fold`` (:func:`paired_split`).
     out_dir : path
-        Model folder; ``study_key.json`` beside ``ensemble.json`` records what it was trained on.
+        Model folder; a model built there from the same scans, recipe and seed is reused
+        (``build_normative_model(..., reuse=True)``).
     recipe : NormativeRecipe
     seed : int
     resolution : float
@@ -242,28 +234,13 @@ def train_version(
         The ensemble, its :class:`~nbutils.normative.stats.NormativeStats`, its
         ``training.json`` and whether it was loaded from an earlier run.
     """
-    from nbutils.io import write_json
     from nbutils.normative.pipeline import build_normative_model
-    from nbutils.normative.stats import load_stats
-    from nbutils.normative.train import load_autoencoder
 
-    out_dir = Path(out_dir)
-    key_path, checkpoint = out_dir / "study_key.json", out_dir / "ensemble.json"
-    key = _cache_key(table, recipe, seed, resolution)
-    if key_path.is_file() and checkpoint.is_file():
-        try:
-            if json.loads(key_path.read_text()) == key:
-                training = json.loads((out_dir / "training.json").read_text())
-                return load_autoencoder(checkpoint), load_stats(checkpoint), training, True
-        except (json.JSONDecodeError, OSError, ValueError):
-            pass  # unreadable: train again
-    key_path.unlink(missing_ok=True)
-    _, stats, model = build_normative_model(
+    result, stats, model = build_normative_model(
         table, out_dir, seed=seed, stats_options={"resolution": resolution}, data_source=data_source,
-        progress=progress, **recipe.build_options(),
+        progress=progress, reuse=True, **recipe.build_options(),
     )  # fmt: skip
-    write_json(key_path, key)  # last: only a finished model is ever reused
-    return model, stats, json.loads((out_dir / "training.json").read_text()), False
+    return model, stats, json.loads((Path(out_dir) / "training.json").read_text()), result.reused
 
 
 def evaluate_version(
