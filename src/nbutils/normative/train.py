@@ -29,6 +29,7 @@ checkpoint under the final name.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -134,7 +135,10 @@ def train_autoencoder(
     data_kwargs = {"split_seed": seed, **(data or {})}
     dm = NormativeDataModule(table, progress=progress, **data_kwargs)
     net = NormativeAutoencoder(**(model or {}))
-    with quiet_lightning():
+    # one process: hide Lightning's banner; several (DDP): keep its launch messages ("Starting with
+    # N processes", ranks), which are how a user sees the processes start
+    single = devices in (1, "1") and int(num_nodes) == 1
+    with quiet_lightning() if single else contextlib.nullcontext():
         trainer, ckpt, stop = _trainer(
             work, max_epochs=max_epochs, patience=patience, accelerator=accelerator, devices=devices,
             strategy=strategy, num_nodes=num_nodes, precision=precision,
