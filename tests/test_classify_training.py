@@ -196,7 +196,8 @@ def test_classifier_factories_build_fresh_networks_from_parameters():
     assert table.loc["parameters", "baseline"] == count_parameters(a)
     assert table.loc["parameters", "pif"] == count_parameters(make["pif"]())
     assert fit_options(p, 3) == dict(n_classes=3, max_epochs=3, patience=2, min_epochs=1, batch_size=2,
-                                     lr=0.01, weight_decay=0.0, accelerator="cpu", devices=1)
+                                     lr=0.01, weight_decay=0.0, lr_schedule="constant", norm_reference="all",
+                                     accelerator="cpu", devices=1)
 
 
 def test_mean_sd_strings():
@@ -252,3 +253,80 @@ def test_fit_classifier_fits_the_voxel_statistics_on_training_images_only(rng, t
     result = fit_classifier(make, (x[4:], y[4:]), (val, y[:4]), n_classes=2, log_dir=tmp_path, max_epochs=1,
                             patience=1, batch_size=4, seed=0)
     np.testing.assert_allclose(result.model.input_norm.mean[0].numpy(), x[4:].mean(0), atol=1e-5)
+
+
+def test_controls_reference_fits_the_voxel_statistics_on_class_0_training_images_only(rng, tmp_path):
+    x, y, _ = _toy(rng, n=16)  # class 1 carries a bright blob that must not enter a controls-only reference
+    x = x[:, None]
+
+    def make():
+        return BaselineCNN(n_classes=2, channels=(2,), hidden=4, voxel_norm=True, input_shape=SHAPE)
+
+    kw = dict(n_classes=2, max_epochs=1, patience=1, batch_size=4, seed=0)
+    result = fit_classifier(make, (x[4:], y[4:]), (x[:4], y[:4]), log_dir=tmp_path / "c", norm_reference="controls",
+                            **kw)
+    controls = x[4:][y[4:] == 0]
+    np.testing.assert_allclose(result.model.input_norm.mean[0].numpy(), controls.mean(0), atol=1e-5)
+    np.testing.assert_allclose(result.model.input_norm.scale[0, 0, 3, 3, 3].item(),
+                               controls[:, 0, 3, 3, 3].std(), rtol=1e-4)  # inside the blob: the controls' SD
+    with pytest.raises(ValueError, match="at least 2 training images of class 0"):
+        fit_classifier(make, (x[4:][y[4:] == 1], y[4:][y[4:] == 1]), (x[:4], y[:4]), log_dir=tmp_path / "d",
+                       norm_reference="controls", **kw)
+    with pytest.raises(ValueError, match="norm_reference must be one of"):
+        fit_classifier(make, (x[4:], y[4:]), (x[:4], y[:4]), log_dir=tmp_path / "e", norm_reference="healthy", **kw)
+
+
+def test_training_flips_the_normalised_image_not_the_raw_one(rng):
+    from nbutils.classify.lightning import ClassifierModule
+
+    shape = (6, 5, 4)
+    reference = torch.as_tensor(rng.normal(0, 1, size=(10, 1, *shape)), dtype=torch.float32)
+    reference[:, :, :3] += 4.0  # a left-right asymmetric reference: flipping before or after the norm differs
+    model = BaselineCNN(n_classes=2, channels=(2,), hidden=4, voxel_norm=True, input_shape=shape)
+    model.input_norm.fit(reference)
+    x = torch.as_tensor(rng.normal(0, 1, size=(1, 1, *shape)), dtype=torch.float32)
+    z = model.input_norm(x)
+    seen = []
+    model.features.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().clone()))
+    module = ClassifierModule(model, 2, flip_axes=(0,))
+    torch.manual_seed(3)
+    for _ in range(12):
+        module._augmented_logits(x)
+    flipped = [bool(torch.equal(s, z.flip(2))) for s in seen]
+    assert all(torch.equal(s, z) or f for s, f in zip(seen, flipped, strict=True))  # z or the flipped z only
+    assert 0 < sum(flipped) < len(seen)  # both happened
+    assert not any(torch.allclose(s, model.input_norm(x.flip(2))) for s in seen)
+    model.eval()
+    torch.testing.assert_close(model(x), model.forward_normalised(z))
+
+
+def test_onecycle_schedule_anneals_the_learning_rate_and_bad_names_are_refused(rng, tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import Callback
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from nbutils.classify.lightning import ClassifierModule
+
+    class RecordLR(Callback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_train_batch_start(self, trainer, *args):
+            self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    x, y, _ = _toy(rng, n=8)
+    loader = DataLoader(TensorDataset(torch.as_tensor(x[:, None]), torch.as_tensor(y)), batch_size=2)
+    lrs = {}
+    for schedule in ("constant", "onecycle"):
+        record = RecordLR()
+        trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, default_root_dir=tmp_path, callbacks=[record])
+        trainer.fit(ClassifierModule(_small_model(), 2, lr=0.01, lr_schedule=schedule), loader)
+        lrs[schedule] = np.array(record.lrs)
+    assert len(lrs["onecycle"]) == 12 and np.allclose(lrs["constant"], 0.01)
+    one = lrs["onecycle"]
+    assert one[0] == pytest.approx(0.01 / 25)  # warm-up from lr / 25 ...
+    assert one.max() > 0.009 and 0 < one.argmax() < 11  # ... to about lr ...
+    assert one[-1] < 1e-5 and np.all(np.diff(one[one.argmax():]) < 0)  # ... then annealed to ~0
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        ClassifierModule(_small_model(), 2, lr_schedule="cosine")

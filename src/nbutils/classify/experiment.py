@@ -51,7 +51,8 @@ def fit_options(params: Any, n_classes: int) -> dict[str, Any]:
     ----------
     params : validated notebook parameters
         Reads ``max_epochs``, ``patience``, ``min_epochs``, ``batch_size``,
-        ``lr``, ``weight_decay``, ``accelerator`` and ``devices``.
+        ``lr``, ``weight_decay``, ``lr_schedule``, ``voxel_norm_reference``,
+        ``accelerator`` and ``devices``.
     n_classes : int
         Output classes.
 
@@ -63,7 +64,8 @@ def fit_options(params: Any, n_classes: int) -> dict[str, Any]:
     """
     return dict(n_classes=n_classes, max_epochs=params.max_epochs, patience=params.patience,
                 min_epochs=params.min_epochs, batch_size=params.batch_size, lr=params.lr,
-                weight_decay=params.weight_decay, accelerator=params.accelerator,
+                weight_decay=params.weight_decay, lr_schedule=params.lr_schedule,
+                norm_reference=params.voxel_norm_reference, accelerator=params.accelerator,
                 devices=params.devices)
 
 

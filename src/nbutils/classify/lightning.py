@@ -3,10 +3,11 @@
 :class:`ClassifierModule` wraps any ``nn.Module`` that maps a batch of images
 to class logits (:class:`~nbutils.classify.models.BaselineCNN`,
 :class:`~nbutils.classify.models.PIFNet`, a 2D CNN ...). :func:`fit_classifier`
-trains it with Adam (L2 regularisation through ``weight_decay``), class-weighted
-cross-entropy, random left-right flips, early stopping on the validation loss
-and a ``CSVLogger``; the returned model carries the weights of the epoch with
-the lowest validation loss.
+trains it with Adam (L2 regularisation through ``weight_decay``; a constant
+learning rate or a one-cycle schedule), class-weighted cross-entropy, random
+left-right flips, early stopping on the validation loss and a ``CSVLogger``;
+the returned model carries the weights of the epoch with the lowest validation
+loss.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ from nbutils.classify.metrics import classification_metrics, read_learning_curve
 from nbutils.quiet import quiet_lightning
 
 __all__ = ["ClassifierModule", "FitResult", "balanced_class_weights", "fit_classifier", "predict_proba"]
+
+#: Learning-rate schedules of :class:`ClassifierModule`.
+LR_SCHEDULES = ("constant", "onecycle")
+#: What :func:`fit_classifier` fits an ``input_norm`` layer on: every training image, or the
+#: training images of class 0 (the controls: healthy / no tumour).
+NORM_REFERENCES = ("all", "controls")
 
 
 def balanced_class_weights(y: Sequence[int], n_classes: int) -> list[float]:
@@ -61,7 +68,17 @@ class ClassifierModule(pl.LightningModule):
         Cross-entropy class weights (see :func:`balanced_class_weights`).
     flip_axes : sequence of int
         Spatial axes (0 = first spatial axis, left-right on the RAS grid)
-        flipped at random (p = 0.5 each) during training.
+        flipped at random (p = 0.5 each) during training. A model with a
+        ``forward_normalised`` method is flipped *after* its ``input_norm``
+        layer: a voxel-wise z-map is flipped, rather than a flipped image being
+        compared with voxel statistics of unflipped images (any left-right
+        asymmetry of the reference would then appear as a false finding that
+        no validation or test image shows).
+    lr_schedule : {"constant", "onecycle"}
+        ``"onecycle"``: :class:`torch.optim.lr_scheduler.OneCycleLR` peaking at
+        ``lr`` over all ``max_epochs`` (warm-up, then annealing to ~0; pair it
+        with a patience of at least ``max_epochs`` so early stopping does not
+        cut the annealing off).
     """
 
     def __init__(
@@ -72,8 +89,11 @@ class ClassifierModule(pl.LightningModule):
         weight_decay: float = 1e-3,
         class_weights: Sequence[float] | None = None,
         flip_axes: Sequence[int] = (0,),
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
@@ -95,9 +115,16 @@ class ClassifierModule(pl.LightningModule):
                 x[flip] = x[flip].flip(axis + 2)
         return x
 
+    def _augmented_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the randomly flipped batch (flipped after the model's input norm, if it has one)."""
+        norm = getattr(self.model, "input_norm", None)
+        if norm is not None and hasattr(self.model, "forward_normalised"):
+            return self.model.forward_normalised(self._augment(norm(x)))
+        return self(self._augment(x))
+
     def training_step(self, batch, batch_idx):  # noqa: D102
         x, y = batch
-        loss = self._loss(self(self._augment(x)), y)
+        loss = self._loss(self._augmented_logits(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
@@ -121,7 +148,13 @@ class ClassifierModule(pl.LightningModule):
         return self(batch[0]).softmax(1)
 
     def configure_optimizers(self):  # noqa: D102
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.hparams.lr, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 class _BestWeights(Callback):
@@ -221,6 +254,8 @@ def fit_classifier(
     weight_decay: float = 1e-3,
     class_weights: str | Sequence[float] | None = "balanced",
     flip_axes: Sequence[int] = (0,),
+    lr_schedule: str = "constant",
+    norm_reference: str = "all",
     seed: int = 0,
     accelerator: str = "cpu",
     devices: int | str = 1,
@@ -253,12 +288,16 @@ def fit_classifier(
         Cross-entropy weights; "balanced" computes them from the training labels.
     flip_axes : sequence of int
         Spatial axes flipped at random during training (``()`` for none).
+    lr_schedule : {"constant", "onecycle"}
+        See :class:`ClassifierModule`.
+    norm_reference : {"all", "controls"}
+        A network with an ``input_norm`` layer that has a ``fit`` method (e.g.
+        :class:`~nbutils.classify.models.VoxelStandardise`) has it fitted
+        before training on every training image (``"all"``) or on the training
+        images of class 0, the controls (``"controls"``: a normative reference
+        that patients' lesions do not inflate). Never on validation images.
     seed : int
         ``seed_everything(seed, workers=True)``: same seed, same run.
-
-    A network with an ``input_norm`` layer that has a ``fit`` method (e.g.
-    :class:`~nbutils.classify.models.VoxelStandardise`) has it fitted on the
-    training images before training.
     accelerator, devices
         Passed to :class:`pytorch_lightning.Trainer`.
     progress : bool
@@ -274,12 +313,13 @@ def fit_classifier(
     x_tr, y_tr = _as_tensors(*train)
     x_va, y_va = _as_tensors(*val)
     norm = getattr(model, "input_norm", None)
-    if hasattr(norm, "fit"):  # voxel statistics from the training images only
-        norm.fit(x_tr)
+    if hasattr(norm, "fit"):  # voxel statistics from (some of) the training images only
+        norm.fit(_norm_reference(x_tr, y_tr, norm_reference))
     if class_weights == "balanced":
         class_weights = balanced_class_weights(y_tr.numpy(), n_classes)
     module = ClassifierModule(
-        model, n_classes, lr=lr, weight_decay=weight_decay, class_weights=class_weights, flip_axes=flip_axes
+        model, n_classes, lr=lr, weight_decay=weight_decay, class_weights=class_weights, flip_axes=flip_axes,
+        lr_schedule=lr_schedule,
     )
     best = _BestWeights(min_epochs)
     logger = CSVLogger(save_dir=str(log_dir), name="", version=0)
@@ -296,6 +336,19 @@ def fit_classifier(
         )
     seconds = time.perf_counter() - start
     return _fit_result(model, trainer, best, logger, seconds)
+
+
+def _norm_reference(x_train: torch.Tensor, y_train: torch.Tensor, reference: str) -> torch.Tensor:
+    """The training images an ``input_norm`` layer is fitted on (see ``fit_classifier``'s ``norm_reference``)."""
+    if reference not in NORM_REFERENCES:
+        raise ValueError(f"norm_reference must be one of {NORM_REFERENCES}, got {reference!r}")
+    if reference == "all":
+        return x_train
+    controls = x_train[y_train == 0]
+    if len(controls) < 2:
+        raise ValueError(f"norm_reference='controls' needs at least 2 training images of class 0 (the controls), "
+                         f"got {len(controls)}")
+    return controls
 
 
 def _classifier_trainer(

@@ -77,8 +77,11 @@ class VoxelStandardise(nn.Module):
     (a normative view): anatomy shared by everyone drops out and what differs
     — a tumour, or a brain outline unlike the others — stands out. The
     statistics are buffers set by :meth:`fit` on the training images of a run
-    (never validation or test images; ``fit_classifier`` does this), so the
-    network takes raw images everywhere else (Grad-CAM, occlusion, MC dropout).
+    (never validation or test images; ``fit_classifier`` does this, from every
+    training image or, with ``norm_reference="controls"``, from the training
+    images of the control class only: the normative reference proper, which a
+    tumour in some training images cannot inflate), so the network takes raw
+    images everywhere else (Grad-CAM, occlusion, MC dropout).
     Until fitted it is the identity. The SD is floored at its 10th percentile
     over voxels with any variation, so near-constant background voxels do not
     blow up.
@@ -183,7 +186,11 @@ class BaselineCNN(nn.Module):
         self.head = nn.Sequential(pool, *_head(channels[-1], hidden, n_classes, dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.input_norm(x)))
+        return self.forward_normalised(self.input_norm(x))
+
+    def forward_normalised(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of an input already passed through ``input_norm`` (training augments it there)."""
+        return self.head(self.features(z))
 
 
 class PIFNet(nn.Module):
@@ -253,7 +260,11 @@ class PIFNet(nn.Module):
         self.head = _head(self.pif.n_patches * pif_channels, hidden, n_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        patches = self.pif(self.features(self.input_norm(x)))  # (B, P, C, *patch)
+        return self.forward_normalised(self.input_norm(x))
+
+    def forward_normalised(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of an input already passed through ``input_norm`` (training augments it there)."""
+        patches = self.pif(self.features(z))  # (B, P, C, *patch)
         return self.head(patches.mean(dim=(3, 4, 5)))
 
 

@@ -41,6 +41,9 @@ class ClassifierSettings:
     voxel_norm : bool
         Start both networks with voxel-wise z-scoring against each run's
         training images (:class:`~nbutils.classify.models.VoxelStandardise`).
+    voxel_norm_reference : str
+        Which training images those voxel statistics come from: ``"all"``, or
+        ``"controls"`` (class 0: healthy / no tumour; a normative reference).
     pif_channels, pif_patch_size : int
         PIF layer: feature maps per patch and patch edge in voxels of the 4th
         block's map (3 at 4 mm: a 5x6x5 map; 5 at 2 mm: 10x12x10).
@@ -49,6 +52,9 @@ class ClassifierSettings:
         neither stopping nor the best-weights choice happens.
     batch_size, lr, weight_decay : int, float, float
         Adam with L2 as weight decay.
+    lr_schedule : str
+        ``"constant"`` or ``"onecycle"`` (peak ``lr``, annealed over
+        ``max_epochs``; give it a ``patience`` of at least ``max_epochs``).
     accelerator, devices : str, int
         Lightning hardware.
     """
@@ -61,6 +67,7 @@ class ClassifierSettings:
     dropout: float = 0.3
     pooling: str = "avg"
     voxel_norm: bool = False
+    voxel_norm_reference: str = "all"
     pif_channels: int = 8
     pif_patch_size: int = 3
     max_epochs: int = 20
@@ -69,6 +76,7 @@ class ClassifierSettings:
     batch_size: int = 8
     lr: float = 0.003
     weight_decay: float = 0.001
+    lr_schedule: str = "constant"
     accelerator: str = "cpu"
     devices: int = 1
 
