@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 #: Studies that train several models (tens of minutes): run them by hand, not with `make bench`.
-STUDIES = {"bench_ae_variants.py"}
+STUDIES = {"bench_ae_variants.py", "bench_tumour_settings.py"}
 
 
 def main() -> int:

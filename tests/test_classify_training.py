@@ -132,6 +132,10 @@ def test_saliency_mass_and_error_bins():
     assert out["outside_brain"] == pytest.approx(0.0)  # all positive saliency lies on labelled voxels
     labels[0] = 0  # the 2.0 at (0, 0, 0) now lies outside the brain
     assert saliency_mass(sal, labels, [5])["outside_brain"] == pytest.approx(2 / 10)
+    assert saliency_mass(sal, labels, [5])["outside_brain_chance"] == pytest.approx(1 - 8 / 64)
+    uniform = saliency_mass(np.ones(labels.shape), labels, [5])  # a map that ignores anatomy
+    assert uniform["outside_brain"] == pytest.approx(uniform["outside_brain_chance"])
+    assert uniform["ratio"] == pytest.approx(1.0)
     bins = error_by_uncertainty(np.array([0.1, 0.2, 0.6, 0.7]), np.array([1, 1, 0, 1]), n_bins=2)
     assert bins["error_rate"].tolist() == [0.0, 0.5]
 
@@ -155,6 +159,7 @@ def test_dilation_and_lesion_saliency_count_the_grown_lesion_against_its_share_o
     assert out["mass"] == pytest.approx(3 / 4)
     assert out["chance"] == pytest.approx(7 / (5 * 6 * 7))
     assert out["outside_brain"] == pytest.approx(4 / 8)
+    assert out["outside_brain_chance"] == pytest.approx(1 - (5 * 6 * 7) / lesion.size)  # the lesion voxel counts as brain
     assert lesion_saliency(sal, lesion, brain, margin_mm=0.0, voxel_mm=2.0)["mass"] == pytest.approx(0.0)
 
 

@@ -119,8 +119,11 @@ def saliency_mass(
         ``mass`` (fraction of the saliency inside the brain that falls in the
         regions), ``chance`` (fraction of brain voxels in the regions),
         ``ratio`` = mass / chance (> 1 means the map favours those regions)
-        and ``outside_brain`` (fraction of *all* positive saliency that lies
-        outside the brain: reported, not hidden, since ``mass`` ignores it).
+        ``outside_brain`` (fraction of *all* positive saliency that lies
+        outside the brain: reported, not hidden, since ``mass`` ignores it) and
+        ``outside_brain_chance`` (the share of the volume outside the brain: what
+        a uniform map, or a coarse map upsampled over the whole box, would
+        put there).
     """
     saliency = np.clip(np.asarray(saliency, float), 0, None)
     labels = np.asarray(labels)
@@ -133,7 +136,8 @@ def saliency_mass(
     chance = inside.sum() / max(brain.sum(), 1)
     mass = saliency[inside].sum() / total if total > 0 else float("nan")
     return {"mass": float(mass), "chance": float(chance), "ratio": float(mass / chance) if chance else float("nan"),
-            "outside_brain": float(1 - total / everywhere) if everywhere > 0 else float("nan")}
+            "outside_brain": float(1 - total / everywhere) if everywhere > 0 else float("nan"),
+            "outside_brain_chance": float(1 - brain.sum() / brain.size)}
 
 
 def dilate_mm(mask: np.ndarray, mm: float, voxel_mm: float) -> np.ndarray:

@@ -1,0 +1,179 @@
+"""How do the 3D tumour networks of notebook 06 scale with width and training subjects? Validation folds only.
+
+Run on demand (a study, not a test; about a minute per variant and fold set)::
+
+    nice -n 5 .venv/bin/python benchmarks/bench_tumour_learning_curve.py --data /tmp/cls/data \\
+        --per-class 40 --variant pif-wide '{"model": "pif", "channels": [8, 16, 32, 64]}'
+
+A plain PyTorch loop (no Lightning, no per-epoch validation: about 1.6× faster
+than ``fit_classifier``) with notebook 06's recipe: voxel z-scores against the
+control training subjects of the fold, left-right flips of the z-map, class-weighted
+cross-entropy, Adam with a one-cycle schedule peaking at 3·10⁻³ over 25 epochs,
+last-epoch weights. Only the folds of the training pool are used (each fold's
+network trains on the other folds and is scored on its own validation subjects);
+the test subjects of ``subject_split(test_size=0.2, n_folds=3, seed=0)`` are
+never loaded into a model. Variant keys (JSON): ``model`` (``"pif"`` or
+``"baseline"``), ``channels``, ``pool`` (the baseline's global pooling, ``"max"``),
+``epochs``, ``frac`` (train on that share of each class of the fold's training
+subjects: a learning curve), ``coord`` (append three normalised coordinate
+channels), ``raw`` (the image itself instead of the z-map), ``smooth`` (Gaussian
+σ in voxels on the z-map), ``age`` (z against a voxel-wise linear regression of
+the controls' intensity on age), ``common`` (zero the z-map where not every
+control has brain), ``noise`` (SD of Gaussian noise added in training).
+``--task ad`` runs notebook 05's AD vs CN task instead (chance 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class CoordChannels(nn.Module):
+    """Append normalised x, y, z coordinate channels to the input of ``inner``."""
+
+    def __init__(self, inner: nn.Module, shape) -> None:
+        super().__init__()
+        self.inner = inner
+        grid = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
+        self.register_buffer("grid", torch.stack(grid)[None])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.cat([z, self.grid.expand(len(z), -1, -1, -1, -1)], 1))
+
+
+def make_network(cfg: dict, shape, n_classes: int) -> nn.Module:
+    """The notebook's baseline (max pooling) or PIF network, as ``cfg`` varies it."""
+    from nbutils.classify.models import BaselineCNN, PIFNet
+
+    channels, in_channels = cfg.get("channels", [4, 8, 16, 32]), 4 if cfg.get("coord") else 1
+    if cfg["model"] == "pif":
+        net = PIFNet(shape, n_classes, channels, pif_channels=8, patch_size=3, hidden=32, dropout=0.3,
+                     in_channels=in_channels)
+    else:
+        net = BaselineCNN(n_classes, channels, in_channels=in_channels, hidden=32, dropout=0.3,
+                          pooling=cfg.get("pool", "max"))
+    return CoordChannels(net, shape) if cfg.get("coord") else net
+
+
+def network_input(cfg: dict, images: torch.Tensor, controls: np.ndarray, age: torch.Tensor) -> torch.Tensor:
+    """What the network sees: the z-map against the ``controls`` (training images of class 0), or a variant."""
+    from scipy import ndimage
+
+    from nbutils.classify.models import VoxelStandardise
+
+    if cfg.get("raw"):
+        return images.clone()
+    norm = VoxelStandardise(images.shape[2:]).fit(images[controls])
+    with torch.no_grad():
+        z = norm(images)
+    if cfg.get("age"):  # voxel-wise intensity ~ 1 + age over the controls; z of the residual
+        a = (age - age[controls].mean()) / 10
+        design = torch.stack([torch.ones(len(a)), a], 1)
+        flat = images.reshape(len(images), -1)
+        beta = torch.linalg.lstsq(design[controls], flat[controls]).solution
+        sd = (flat[controls] - design[controls] @ beta).pow(2).sum(0).div(len(controls) - 2).sqrt()
+        sd = torch.clamp(sd, min=float(torch.quantile(sd[sd > 0], 0.1)))
+        z = torch.clamp((flat - design @ beta) / sd, -5, 5).reshape(images.shape)
+    if cfg.get("smooth"):
+        sigma = cfg["smooth"]
+        z = torch.as_tensor(ndimage.gaussian_filter(z.numpy(), (0, 0, sigma, sigma, sigma)))
+    if cfg.get("common"):
+        z = z * ((images[controls] != 0).all(0, keepdim=True))
+    return z
+
+
+def fold_score(cfg: dict, images: torch.Tensor, y: torch.Tensor, age: torch.Tensor, train: np.ndarray,
+               val: np.ndarray, seed: int) -> tuple[float, list[float]]:
+    """Validation balanced accuracy and per-class recall of one fold's network."""
+    from nbutils.classify.metrics import classification_metrics
+
+    torch.manual_seed(seed)
+    n_classes = int(y.max()) + 1
+    if cfg.get("frac"):
+        rng = np.random.default_rng(seed)
+        train = np.sort(np.concatenate([
+            rng.permutation(train[y[train].numpy() == c])[: round(cfg["frac"] * int((y[train] == c).sum()))]
+            for c in range(n_classes)]))
+    z = network_input(cfg, images, train[y[train].numpy() == 0], age)
+    net, epochs, batch = make_network(cfg, images.shape[2:], n_classes), cfg.get("epochs", 25), 8
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * -(-len(train) // batch))
+    counts = torch.bincount(y[train], minlength=n_classes).float()
+    weight = counts.sum() / (n_classes * counts)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        net.train()
+        order = train[torch.randperm(len(train), generator=gen).numpy()]
+        for start in range(0, len(order), batch):
+            idx = order[start:start + batch]
+            xb = z[idx].clone()
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            xb[flip] = xb[flip].flip(2)
+            if cfg.get("noise"):
+                xb = xb + cfg["noise"] * torch.randn(xb.shape, generator=gen)
+            loss = F.cross_entropy(net(xb), y[idx], weight=weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    net.eval()
+    with torch.no_grad():
+        probs = F.softmax(net(z[val]), 1).numpy()
+    truth = y[val].numpy()
+    recall = [float((probs[truth == c].argmax(1) == c).mean()) for c in range(n_classes)]
+    return classification_metrics(truth, probs)["balanced_accuracy"], recall
+
+
+def main() -> None:
+    from bench_tumour_settings import load_quick_task
+
+    from nbutils.classify.splits import subject_split
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="/tmp/cls/data", help="data_dir of the quick run (holds synthetic/quick-mni*)")
+    p.add_argument("--task", choices=("tumour", "ad"), default="tumour", help="notebook 06's or notebook 05's task")
+    p.add_argument("--per-class", type=int, default=40, help="tumour task: subjects per class (missing ones generated)")
+    p.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"), required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="base seeds (fold i trains with seed + i)")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    if args.task == "ad":
+        from types import SimpleNamespace
+
+        from nbutils.classify.volumes import load_task
+        from nbutils.runs import open_dataset
+
+        data = open_dataset(SimpleNamespace(data_dir=args.data, profile="quick", cohort_seed=0, seed=0, dataset=""))
+        task = load_task(data.table, {"CN": ["CN"], "AD": ["AD"]}, working_resolution=4.0,
+                         resolution=data.resolution, progress=False)
+        source = data.source
+    else:
+        task, source = load_quick_task(args.data, n_per_class=args.per_class)
+    images = torch.as_tensor(task.images[:, None] if task.images.ndim == 4 else task.images)
+    y = torch.as_tensor(task.y)
+    age = torch.as_tensor(task.table["age"].to_numpy(np.float32))
+    split = subject_split(task.subjects, task.y, test_size=0.2, n_folds=3, seed=0)
+    index = {s: i for i, s in enumerate(task.subjects)}
+    print(f"{source}; {np.bincount(task.y).tolist()} subjects per class; validation folds of the training pool "
+          f"only (chance {1 / len(task.class_names):.2f})")
+    for name, text in args.variant:
+        cfg, scores = json.loads(text), []
+        for seed, fold in ((s, f) for s in args.seeds for f in range(split.n_folds)):
+            train, val = (np.array([index[s] for s in part]) for part in split.fold(fold))
+            t0 = time.perf_counter()
+            bacc, recall = fold_score(cfg, images, y, age, train, val, seed + fold)
+            scores.append(bacc)
+            print(f"  {name} seed {seed} fold {fold}: {bacc:.3f} (recall per class {np.round(recall, 2).tolist()}, "
+                  f"{time.perf_counter() - t0:.0f} s)", flush=True)
+        print(f"{name}: validation balanced accuracy {np.mean(scores):.3f} ± {np.std(scores, ddof=1):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
