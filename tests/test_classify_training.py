@@ -335,3 +335,34 @@ def test_onecycle_schedule_anneals_the_learning_rate_and_bad_names_are_refused(r
     assert one[-1] < 1e-5 and np.all(np.diff(one[one.argmax():]) < 0)  # ... then annealed to ~0
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         ClassifierModule(_small_model(), 2, lr_schedule="cosine")
+
+
+class _DeviationScorer(torch.nn.Module):
+    """Class 1 = 'deviant': its logit grows with the squared voxel z-scores against a reference."""
+
+    def __init__(self, shape):
+        super().__init__()
+        from nbutils.classify.models import VoxelStandardise
+
+        self.input_norm = VoxelStandardise(shape)
+
+    def forward(self, x):
+        return self.forward_normalised(self.input_norm(x))
+
+    def forward_normalised(self, z):
+        score = (z**2).sum(dim=(1, 2, 3, 4))  # a sum: the occluder's padding of the volume does not change it
+        return torch.stack([torch.zeros_like(score), 0.05 * score], 1)
+
+
+def test_occlusion_of_a_voxel_normed_network_fills_with_the_reference_not_a_fake_lesion(rng):
+    shape = (7, 8, 9)
+    model = _DeviationScorer(shape)
+    reference = torch.as_tensor(rng.normal(3.0, 1.0, size=(30, 1, *shape)), dtype=torch.float32)
+    model.input_norm.fit(reference)
+    x = model.input_norm.mean.clone()  # exactly the reference everywhere ...
+    x[..., 2:4, 2:4, 2:4] += 4 * model.input_norm.scale[..., 2:4, 2:4, 2:4]  # ... but a lesion of z = 4 (one cube)
+    occ = occlusion_map(model, x, mask_size=2, class_idx=1, overlap=0.0)[0]
+    lesion = np.zeros(shape, bool)
+    lesion[2:4, 2:4, 2:4] = True
+    assert occ[lesion].min() > 0  # hiding the lesion removes the evidence
+    np.testing.assert_allclose(occ[~lesion], 0.0, atol=1e-6)  # hiding healthy voxels changes nothing

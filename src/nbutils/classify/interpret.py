@@ -64,6 +64,17 @@ def grad_cam(
     return out[:, 0].detach().cpu().numpy()
 
 
+class _FromNormalised(nn.Module):
+    """A classifier with a voxel-wise input norm, fed inputs that are already normalised."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_normalised(z)
+
+
 def occlusion_map(
     model: nn.Module,
     x: np.ndarray | torch.Tensor,
@@ -76,16 +87,31 @@ def occlusion_map(
 
     Positive values mark voxels whose occlusion *lowers* the probability of
     ``class_idx`` (default the predicted class): evidence for that class.
+
+    A cube is filled with the image's mean. A network that starts with a
+    voxel-wise z-score against a reference (``input_norm`` =
+    :class:`~nbutils.classify.models.VoxelStandardise`) is occluded in that
+    z space instead, with 0: the cube then reads "as the reference". A constant
+    in image space would turn into a strong artificial deviation after the
+    norm: a fake lesion wherever the reference's mean differs from the fill.
     """
     from monai.visualize import OcclusionSensitivity
 
+    from nbutils.classify.models import VoxelStandardise
+
     model.eval()
-    occ = OcclusionSensitivity(
-        nn_module=model, mask_size=mask_size, n_batch=n_batch, overlap=overlap, verbose=False, mode="mean_img"
-    )
     x = _batch(x)
+    net, fill = model, "mean_img"
+    if isinstance(getattr(model, "input_norm", None), VoxelStandardise) and hasattr(model, "forward_normalised"):
+        with torch.no_grad():
+            x = model.input_norm(x)
+        net, fill = _FromNormalised(model).eval(), 0.0
+    # activate=False: MONAI would apply a sigmoid per class (it picks sigmoid for a one-channel *image*), and
+    # the softmax below would then act on probabilities, adding a near-constant offset to every voxel's map
+    occ = OcclusionSensitivity(nn_module=net, mask_size=mask_size, n_batch=n_batch, overlap=overlap, verbose=False,
+                               mode=fill, activate=False)
     with torch.no_grad():
-        probs = model(x).softmax(1)
+        probs = net(x).softmax(1)
     classes = probs.argmax(1) if class_idx is None else torch.full((len(x),), int(class_idx))
     maps = []
     for i in range(len(x)):
