@@ -349,6 +349,11 @@ for (method, name), g in target_rows.groupby(["method", "model"]):
 by_region.groupby(["method", "regions", "model"])[["mass", "chance", "ratio", "outside_brain"]].agg(["mean", "std"]).round(3)
 
 # %% [markdown]
+# The two methods can disagree. **Occlusion** changes the input and measures the effect on the AD
+# probability. **Grad-CAM** weights each feature map by its gradient averaged over all positions, which can
+# credit a feature wherever it is active even when it mattered only in one place (PIF's filters differ patch
+# by patch). When they disagree, occlusion is the direct test. Its cubes are large, so its maps are coarse.
+#
 # **Exercise.** A ratio (mass / chance) of 1 means no preference. Why can a network classify well and
 # still have a ratio near 1 here?
 #

@@ -361,6 +361,24 @@ print(f"({len(tumour_test)} tumour test subjects for Grad-CAM, {len(occluded)} f
 overall.round(4)
 
 # %% [markdown]
+# **Reading the two methods.** Occlusion asks the network directly: hide this cube (for these networks the
+# cube is set to z = 0, "as the controls"; a constant *image* value would become a fake lesion after the
+# voxel norm), how much less sure of the true class are you? Grad-CAM instead weights each feature map by
+# its gradient *averaged over all positions*, then maps where the weighted features are active.
+#
+# Here that average misleads:
+#
+# - In PIF, the filters after the block differ patch by patch.
+# - In the baseline, only the single most active position of each map reaches the head (global max pooling).
+#
+# So a feature can matter only at the tumour and still be credited wherever it is active. When the two
+# methods disagree, trust occlusion: it changes the input and measures the effect. On the validation folds,
+# erasing the tumour (z := 0 within 8 mm) took glioma and pituitary recall to near zero but left meningioma
+# recall as it was (`benchmarks/results/tumour_settings_2026-12-01.md`, section 4). So the meningioma
+# decisions may rest on the tumour's surroundings (its mass effect on the brain's outline) more than on the
+# tumour itself.
+
+# %% [markdown]
 # One test subject per tumour class: the maps over that subject's own image (working grid), cut through
 # the tumour's centre, with the true tumour outlined in cyan. Saliency is shown everywhere, including
 # outside the brain.
@@ -577,7 +595,9 @@ pd.DataFrame({k: metrics[k] for k in cv}).round(3)
 #   apart, can use the location; the baseline ends in global max pooling. The recipe was chosen on the
 #   validation folds of the training pool (`benchmarks/results/tumour_settings_2026-12-01.md`).
 # - Grad-CAM and occlusion mass inside the true tumour (grown by a few mm) against its chance level tells
-#   whether the network looks at the lesion; the share of saliency outside the brain is reported too.
+#   whether the network looks at the lesion; the share of saliency outside the brain is reported beside a
+#   uniform map's share. Occlusion (in the networks' z space) tests the decision directly; Grad-CAM's
+#   position-averaged gradients can miss location-specific evidence, as in PIF networks.
 # - For 2D slice collections: detect exact and near duplicates (perceptual hash) *before* training, split
 #   by patient, and say loudly when patient IDs are missing — slice-level splits estimate the wrong thing.
 #
