@@ -118,3 +118,27 @@ def test_regional_model_refuses_too_few_subjects():
     regions = pd.DataFrame({"index": [1], "name": ["a"], "hemisphere": ["L"], "n_voxels": [5]})
     with pytest.raises(ValueError, match="too few"):
         fit_regional_model(rng.normal(size=(5, 1)), ref, regions)
+
+
+def test_intensity_regional_baseline_ranks_the_region_that_departs_from_people_of_the_same_age():
+    from types import SimpleNamespace
+
+    from nbutils.normative.evaluate import fit_intensity_regional_model, intensity_profiles
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros(SHAPE, int)
+    labels[:3], labels[3:5], labels[5:] = 3, 5, 7
+    regions = pd.DataFrame({"index": [3, 5, 7], "name": ["hippocampus", "cortex", "ventricle"],
+                            "hemisphere": ["L", "L", "L"], "n_voxels": [216, 144, 144]})
+    stats = SimpleNamespace(  # duck-typed: the intensity reference is the identity here
+        intensity_z=lambda volumes, covariates: np.asarray(volumes, np.float32), mask=np.ones(SHAPE, bool),
+        regional=SimpleNamespace(regions=regions, measure="mean_z"))
+    ref = _covariates(rng, 40)
+    model = fit_intensity_regional_model(stats, _maps(rng, ref), ref, labels)
+    new = pd.DataFrame({"age": [30.0, 30.0], "sex": ["F", "F"], "site": ["siteA", "siteA"]})
+    maps = _maps(rng, new)
+    maps[1, 3:5] -= 1.5  # subject 1: a darker cortex than 30-year-olds have
+    prof = intensity_profiles(stats, model, maps, new, labels)
+    assert list(prof.columns) == ["hippocampus", "cortex", "ventricle"]
+    assert prof.loc[1, "cortex"] < -2.5 and prof.loc[1].abs().idxmax() == "cortex"
+    assert prof.loc[0].abs().max() < 2.5  # an ordinary 30-year-old

@@ -59,7 +59,9 @@ __all__ = [
     "detection_by_class",
     "detection_summary",
     "false_positive_clusters",
+    "fit_intensity_regional_model",
     "healthy_thresholds",
+    "intensity_profiles",
     "lesion_wise",
     "method_scores",
     "profile_correlation",
@@ -387,6 +389,53 @@ def ad_localisation(profiles: pd.DataFrame, targets: Sequence[str], k: int = 5) 
     summary.update(n_regions=n_regions, n_targets=len(targets), k=k)
     tops = [", ".join(top_regions(row, profiles.columns, k)) for row in profiles.to_numpy()]
     return summary, pd.DataFrame({"top regions": tops, "hit": hits}, index=profiles.index)
+
+
+def fit_intensity_regional_model(stats: NormativeStats, volumes: np.ndarray, covariates: pd.DataFrame,
+                                 labels: np.ndarray):
+    """The no-network regional baseline: a regional model of healthy reference subjects' intensity z-maps.
+
+    The model's conditional voxel-wise *intensity* reference (``stats.intensity_z``, no autoencoder) is
+    averaged per atlas region and a PCNtoolkit regional model is fitted on it, exactly as notebook 02 fits
+    the autoencoder's. The reference's intensity z-maps are in-sample (their voxel statistics came from
+    the same subjects), which makes this reference slightly under-dispersed but leaves its ranking of
+    regions as it is.
+
+    Parameters
+    ----------
+    stats : NormativeStats
+        The normative model's statistics (its intensity reference, regions, measure and mask).
+    volumes : array ``(N, X, Y, Z)``
+        The healthy reference subjects' images.
+    covariates : DataFrame
+        Their ``age``, ``sex`` and ``site``.
+    labels : int array ``(X, Y, Z)``
+        The atlas labels of ``stats``.
+
+    Returns
+    -------
+    nbutils.normative.conditional.RegionalModel
+    """
+    from .conditional import fit_regional_model
+
+    return fit_regional_model(_intensity_scores(stats, volumes, covariates, labels), covariates,
+                              stats.regional.regions)
+
+
+def intensity_profiles(stats: NormativeStats, regional_model, volumes: np.ndarray, covariates: pd.DataFrame,
+                       labels: np.ndarray) -> pd.DataFrame:
+    """Regional profiles ``(N, R)`` of the no-network baseline (see :func:`fit_intensity_regional_model`)."""
+    scores = _intensity_scores(stats, volumes, covariates, labels)
+    return pd.DataFrame(regional_model.z(scores, covariates), columns=stats.regional.regions["name"].tolist())
+
+
+def _intensity_scores(stats: NormativeStats, volumes: np.ndarray, covariates: pd.DataFrame,
+                      labels: np.ndarray) -> np.ndarray:
+    """Region scores ``(N, R)`` of the conditional intensity z-maps (the model's regions and measure)."""
+    from .regional import region_statistics
+
+    z = stats.intensity_z(volumes, covariates)
+    return region_statistics(z, labels, stats.regional.regions["index"].to_numpy(), stats.mask)[stats.regional.measure]
 
 
 def target_composite(profiles: pd.DataFrame, targets: Sequence[str]) -> pd.Series:

@@ -1,0 +1,86 @@
+"""Does the autoencoder help AD localisation? Notebook 04's hit rate and AUC beside a no-network baseline.
+
+Run on demand after notebooks 02 (and 00) of a profile::
+
+    .venv/bin/python benchmarks/bench_regional_baseline.py --data data --profile quick
+
+The **baseline** reads regional deviations from the images themselves, without a network. It is notebook
+02's conditional voxel-wise intensity z (the same age/sex/site reference the model stores) averaged per
+atlas region. A PCNtoolkit regional model is fitted on the healthy reference subjects' intensity z-maps,
+exactly as notebook 02 fits one on the autoencoder's out-of-fold z-maps. Both are then scored as notebook 04
+scores them on the held-out subjects:
+
+- the AD target regions in the top k by conditional |profile|, against the chance of a random ranking;
+- the medial-temporal composite AUC, AD vs age-matched CN.
+
+The reference's intensity z-maps are in-sample: its voxel statistics were fitted on the same subjects. That
+makes the baseline's regional reference slightly under-dispersed, not its ranking of regions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from types import SimpleNamespace
+
+
+def main() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from nbutils.anatomy import ad_target_regions
+    from nbutils.normative.conditional import fit_regional_model
+    from nbutils.normative.data import load_volumes
+    from nbutils.normative.evaluate import ad_localisation, age_matched_auc, target_composite
+    from nbutils.normative.pipeline import (
+        atlas_arrays,
+        covariates_of,
+        deviation_maps,
+        regional_profiles,
+    )
+    from nbutils.normative.regional import region_statistics
+    from nbutils.runs import open_dataset, open_normative_model
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="data", help="data_dir of the run (notebook 02's model is read from it)")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--top-k", type=int, default=5)
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+    params = SimpleNamespace(data_dir=args.data, profile=args.profile, cohort_seed=0, seed=0, dataset="")
+    data = open_dataset(params)
+    run = open_normative_model(params)
+    model, stats = run.model, run.stats
+    labels, _ = atlas_arrays(stats.atlas, stats.resolution)
+    regions = stats.regional.regions
+    index, measure = regions["index"].to_numpy(), stats.regional.measure
+    reference = run.subjects[(run.subjects["split"] != "test") & (run.subjects["diagnosis"] == "CN")]
+    test = run.split("test", ["CN", "MCI", "AD"])
+    t0 = time.perf_counter()
+    ref_cov = covariates_of(reference)
+    ref_z = stats.intensity_z(load_volumes(reference["path"], progress=False), ref_cov)
+    baseline = fit_regional_model(region_statistics(ref_z, labels, index, stats.mask)[measure], ref_cov, regions)
+    volumes, cov = load_volumes(test["path"], progress=False), covariates_of(test)
+    test_int = region_statistics(stats.intensity_z(volumes, cov), labels, index, stats.mask)[measure]
+    profiles = {"no network: conditional intensity z": baseline.z(test_int, cov)}
+    _, z = deviation_maps(model, stats, volumes, cov)
+    profiles["autoencoder (notebook 04)"] = regional_profiles(stats, z, labels, cov)[0].to_numpy()
+    dx = test["diagnosis"].to_numpy()
+    names = regions["name"].tolist()
+    targets = ad_target_regions(names)
+    print(f"{data.source}; reference n={len(reference)} CN; held out {test['diagnosis'].value_counts().to_dict()}; "
+          f"{time.perf_counter() - t0:.0f} s")
+    for name, prof in profiles.items():
+        frame = pd.DataFrame(prof, columns=names)
+        hits, _ = ad_localisation(frame[dx == "AD"], targets, args.top_k)
+        composite = target_composite(frame, targets).to_numpy()
+        auc = age_matched_auc(pd.Series(composite), dx, test["age"], "AD", seed=0)
+        healthy = np.abs(prof[dx == "CN"]) > 1.96
+        print(f"{name}: AD target in top {args.top_k} {hits['hit_rate']:.2f} ({hits['hits']:.0f}/{hits['n']:.0f}; "
+              f"chance {hits['chance']:.2f}); MTL composite AUC vs age-matched CN {auc['auc']:.2f} "
+              f"[{auc['ci_low']:.2f}, {auc['ci_high']:.2f}]; healthy test regions |z| > 1.96: {healthy.mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()
