@@ -132,6 +132,15 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def emit_report(text: str, path: str | None) -> None:
+    """Print a study's markdown report and, given a path, write it there (atomically)."""
+    print(text)
+    if path:
+        from nbutils.io import write_text
+
+        write_text(path, text)
+
+
 def main() -> None:
     from nbutils.anatomy import load_analysis_mask, load_brain_mask
     from nbutils.normative.data import grid_for_shape, load_volumes
@@ -194,11 +203,7 @@ def main() -> None:
         f"{POST['median_size']}, erosion {POST['erode']}.\n\n"
         + markdown(frame) + "\n"
     )
-    print(text)
-    if args.report:
-        from nbutils.io import write_text
-
-        write_text(args.report, text)
+    emit_report(text, args.report)
 
 
 if __name__ == "__main__":

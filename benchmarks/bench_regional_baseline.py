@@ -26,20 +26,22 @@ from types import SimpleNamespace
 
 
 def main() -> None:
-    import numpy as np
-    import pandas as pd
 
     from nbutils.anatomy import ad_target_regions
-    from nbutils.normative.conditional import fit_regional_model
     from nbutils.normative.data import load_volumes
-    from nbutils.normative.evaluate import ad_localisation, age_matched_auc, target_composite
+    from nbutils.normative.evaluate import (
+        ad_localisation,
+        age_matched_auc,
+        fit_intensity_regional_model,
+        intensity_profiles,
+        target_composite,
+    )
     from nbutils.normative.pipeline import (
         atlas_arrays,
         covariates_of,
         deviation_maps,
         regional_profiles,
     )
-    from nbutils.normative.regional import region_statistics
     from nbutils.runs import open_dataset, open_normative_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -53,30 +55,24 @@ def main() -> None:
     run = open_normative_model(params)
     model, stats = run.model, run.stats
     labels, _ = atlas_arrays(stats.atlas, stats.resolution)
-    regions = stats.regional.regions
-    index, measure = regions["index"].to_numpy(), stats.regional.measure
-    reference = run.subjects[(run.subjects["split"] != "test") & (run.subjects["diagnosis"] == "CN")]
+    reference = run.reference()
     test = run.split("test", ["CN", "MCI", "AD"])
     t0 = time.perf_counter()
     ref_cov = covariates_of(reference)
-    ref_z = stats.intensity_z(load_volumes(reference["path"], progress=False), ref_cov)
-    baseline = fit_regional_model(region_statistics(ref_z, labels, index, stats.mask)[measure], ref_cov, regions)
+    baseline = fit_intensity_regional_model(stats, load_volumes(reference["path"], progress=False), ref_cov, labels)
     volumes, cov = load_volumes(test["path"], progress=False), covariates_of(test)
-    test_int = region_statistics(stats.intensity_z(volumes, cov), labels, index, stats.mask)[measure]
-    profiles = {"no network: conditional intensity z": baseline.z(test_int, cov)}
+    profiles = {"no network: conditional intensity z": intensity_profiles(stats, baseline, volumes, cov, labels)}
     _, z = deviation_maps(model, stats, volumes, cov)
-    profiles["autoencoder (notebook 04)"] = regional_profiles(stats, z, labels, cov)[0].to_numpy()
+    profiles["autoencoder (notebook 04)"] = regional_profiles(stats, z, labels, cov)[0]
     dx = test["diagnosis"].to_numpy()
-    names = regions["name"].tolist()
-    targets = ad_target_regions(names)
+    targets = ad_target_regions(list(profiles["autoencoder (notebook 04)"].columns))
     print(f"{data.source}; reference n={len(reference)} CN; held out {test['diagnosis'].value_counts().to_dict()}; "
           f"{time.perf_counter() - t0:.0f} s")
-    for name, prof in profiles.items():
-        frame = pd.DataFrame(prof, columns=names)
+    for name, frame in profiles.items():
         hits, _ = ad_localisation(frame[dx == "AD"], targets, args.top_k)
         composite = target_composite(frame, targets).to_numpy()
-        auc = age_matched_auc(pd.Series(composite), dx, test["age"], "AD", seed=0)
-        healthy = np.abs(prof[dx == "CN"]) > 1.96
+        auc = age_matched_auc(composite, dx, test["age"], "AD", seed=0)
+        healthy = frame[dx == "CN"].abs().to_numpy() > 1.96
         print(f"{name}: AD target in top {args.top_k} {hits['hit_rate']:.2f} ({hits['hits']:.0f}/{hits['n']:.0f}; "
               f"chance {hits['chance']:.2f}); MTL composite AUC vs age-matched CN {auc['auc']:.2f} "
               f"[{auc['ci_low']:.2f}, {auc['ci_high']:.2f}]; healthy test regions |z| > 1.96: {healthy.mean():.3f}")

@@ -92,6 +92,7 @@ def network_input(cfg: dict, images: torch.Tensor, controls: np.ndarray, age: to
 def fold_score(cfg: dict, images: torch.Tensor, y: torch.Tensor, age: torch.Tensor, train: np.ndarray,
                val: np.ndarray, seed: int) -> tuple[float, list[float]]:
     """Validation balanced accuracy and per-class recall of one fold's network."""
+    from nbutils.classify.lightning import balanced_class_weights
     from nbutils.classify.metrics import classification_metrics
 
     torch.manual_seed(seed)
@@ -105,8 +106,7 @@ def fold_score(cfg: dict, images: torch.Tensor, y: torch.Tensor, age: torch.Tens
     net, epochs, batch = make_network(cfg, images.shape[2:], n_classes), cfg.get("epochs", 25), 8
     opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * -(-len(train) // batch))
-    counts = torch.bincount(y[train], minlength=n_classes).float()
-    weight = counts.sum() / (n_classes * counts)
+    weight = torch.tensor(balanced_class_weights(y[train].numpy(), n_classes))
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         net.train()

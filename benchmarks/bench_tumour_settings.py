@@ -96,7 +96,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
-    from bench_ae_variants import markdown  # the sibling study's pipe-table writer
+    from bench_ae_variants import emit_report, markdown  # the sibling study's report writers
 
     from nbutils.classify.settings import ClassifierSettings
     from nbutils.classify.splits import subject_split
@@ -130,11 +130,7 @@ def main() -> None:
         f"mean ± SD over folds and seeds; chance balanced accuracy 0.25. Chosen settings: {chosen}.\n\n"
         + markdown(table) + "\n"
     )
-    print(text)
-    if args.report:
-        from nbutils.io import write_text
-
-        write_text(args.report, text)
+    emit_report(text, args.report)
 
 
 if __name__ == "__main__":

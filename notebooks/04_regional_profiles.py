@@ -189,7 +189,7 @@ else:
 from nbutils.normative.conditional import MIN_REGIONAL_SUBJECTS
 from nbutils.normative.evaluate import fit_intensity_regional_model, intensity_profiles
 
-reference = run.subjects[(run.subjects["split"] != "test") & (run.subjects["diagnosis"] == "CN")]
+reference = run.reference()
 baseline_ad = {}
 if not HAS_AD or stats.regional_model is None or len(reference) < MIN_REGIONAL_SUBJECTS:
     print(f"SKIPPED — the baseline needs AD subjects and a conditional regional model with at least "

@@ -379,6 +379,10 @@ class NormativeRun:
             rows = rows[rows["diagnosis"].isin(diagnoses)]
         return rows.reset_index(drop=True)
 
+    def reference(self) -> pd.DataFrame:
+        """The healthy reference subjects: every subject outside the test split (train and val folds)."""
+        return self.subjects[self.subjects["split"] != "test"].reset_index(drop=True)
+
 
 def open_normative_model(params: Any) -> NormativeRun:
     """Load the normative autoencoder that notebook 02 trained for this run.

@@ -97,14 +97,15 @@ def occlusion_map(
     """
     from monai.visualize import OcclusionSensitivity
 
-    from nbutils.classify.models import VoxelStandardise
+    from nbutils.classify.models import VoxelStandardise, separable_input_norm
 
     model.eval()
     x = _batch(x)
     net, fill = model, "mean_img"
-    if isinstance(getattr(model, "input_norm", None), VoxelStandardise) and hasattr(model, "forward_normalised"):
+    norm = separable_input_norm(model)
+    if isinstance(norm, VoxelStandardise):
         with torch.no_grad():
-            x = model.input_norm(x)
+            x = norm(x)
         net, fill = _FromNormalised(model).eval(), 0.0
     # activate=False: MONAI would apply a sigmoid per class (it picks sigmoid for a one-channel *image*), and
     # the softmax below would then act on probabilities, adding a near-constant offset to every voxel's map

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from nbutils.classify.metrics import classification_metrics, read_learning_curves
+from nbutils.classify.models import separable_input_norm
 from nbutils.quiet import quiet_lightning
 
 __all__ = ["ClassifierModule", "FitResult", "balanced_class_weights", "fit_classifier", "predict_proba"]
@@ -117,8 +118,8 @@ class ClassifierModule(pl.LightningModule):
 
     def _augmented_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the randomly flipped batch (flipped after the model's input norm, if it has one)."""
-        norm = getattr(self.model, "input_norm", None)
-        if norm is not None and hasattr(self.model, "forward_normalised"):
+        norm = separable_input_norm(self.model)
+        if norm is not None:
             return self.model.forward_normalised(self._augment(norm(x)))
         return self(self._augment(x))
 

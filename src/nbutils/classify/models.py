@@ -27,7 +27,7 @@ from torch import nn
 
 from nbutils.classify.pif import PatchIndividualFilters3d
 
-__all__ = ["BaselineCNN", "PIFNet", "VoxelStandardise", "conv_block", "encoder_output_shape"]
+__all__ = ["BaselineCNN", "PIFNet", "VoxelStandardise", "conv_block", "encoder_output_shape", "separable_input_norm"]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _BN = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -108,6 +108,16 @@ class VoxelStandardise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp((x - self.mean) / self.scale, -self.clip, self.clip)
+
+
+def separable_input_norm(model: nn.Module) -> nn.Module | None:
+    """The model's ``input_norm`` layer if the rest can run without it (``forward_normalised``), else None.
+
+    Training flips and occlusion act on what the network compares (the normalised input), not the raw
+    image, for such models.
+    """
+    norm = getattr(model, "input_norm", None)
+    return norm if norm is not None and hasattr(model, "forward_normalised") else None
 
 
 def _input_norm(voxel_norm: bool, shape: Sequence[int] | None) -> nn.Module:
