@@ -112,6 +112,33 @@ def test_regional_z_equals_pcntoolkits_and_mixes_an_unknown_site(tmp_path):
     assert min(z_a, z_b) < z_new < max(z_a, z_b)
 
 
+def test_regional_model_fit_skips_pcntoolkits_prediction_pass_without_changing_z(monkeypatch):
+    """``fit`` without PCNtoolkit's closing predict pass gives the same model (and the method comes back)."""
+    import contextlib
+
+    import nbutils.normative.conditional as conditional
+
+    rng = np.random.default_rng(5)
+    ref = _covariates(rng, 30)
+    regions = pd.DataFrame({"index": [1, 2], "name": ["a", "b"], "hemisphere": ["L", "R"], "n_voxels": [5, 6]})
+    scores = np.column_stack([0.02 * ref["age"] + rng.normal(0, 0.3, 30), rng.normal(0, 1, 30)])
+    from pcntoolkit import NormativeModel
+
+    calls = []
+    predict = NormativeModel.predict
+    monkeypatch.setattr(NormativeModel, "predict", lambda self, data: calls.append(1) or predict(self, data))
+    fast = fit_regional_model(scores, ref, regions, nknots=3)
+    assert calls == []  # the closing pass was skipped
+    assert "predict" not in vars(fast.model)  # the instance uses NormativeModel.predict again
+    monkeypatch.setattr(conditional, "_without_predict", lambda nm: contextlib.nullcontext(nm))
+    full = fit_regional_model(scores, ref, regions, nknots=3)
+    assert calls == [1]
+    new = _covariates(rng, 6)
+    probe = rng.normal(size=(6, 2))
+    np.testing.assert_array_equal(fast.z(probe, new), full.z(probe, new))
+    assert (fast.total_mean, fast.total_sd) == (full.total_mean, full.total_sd)
+
+
 def test_regional_model_refuses_too_few_subjects():
     rng = np.random.default_rng(3)
     ref = _covariates(rng, 5)

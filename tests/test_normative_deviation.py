@@ -99,6 +99,38 @@ def test_score_kinds_and_postprocess(mask):
     assert postprocess(rim, mask, erode=1).sum() < rim.sum()
 
 
+@pytest.mark.parametrize("size,erode", [(3, 1), (3, 0), (5, 2), (2, 0), (0, 1)])
+def test_postprocess_is_ndimage_median_filter_inside_the_eroded_mask(size, erode):
+    """The in-mask median is exactly ndimage's (zero padding, ties), 0 outside; stacks go per scan."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    shape = (7, 8, 9)
+    score = rng.normal(size=(2, *shape)).astype(np.float32)
+    score[:, 2:4] = 0.5  # ties
+    mask = ndimage.gaussian_filter(rng.normal(size=shape), 1) > -0.1
+    keep = ndimage.binary_erosion(mask, iterations=erode) if erode else mask
+    for s, out in zip(score, postprocess(score, mask, median_size=size, erode=erode), strict=True):
+        filtered = ndimage.median_filter(s, size=size, mode="constant") if size > 1 else s
+        np.testing.assert_array_equal(out, np.where(keep, filtered, 0.0))
+
+
+def test_masked_smooth_of_a_stack_equals_each_volume_smoothed_alone(mask):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(6)
+    stack = rng.normal(size=(3, *SHAPE)).astype(np.float32)
+    other = mask.copy()
+    other[5:7] = False  # a second mask: the cached denominator must not be reused for it
+    for m in (mask, other, mask):
+        together = masked_smooth(stack, m, sigma=1.2)
+        for v, t in zip(stack, together, strict=True):
+            w = m.astype(np.float32)
+            num = ndimage.gaussian_filter(v * w, 1.2, mode="constant")
+            den = np.maximum(ndimage.gaussian_filter(w, 1.2, mode="constant"), 1e-6)
+            np.testing.assert_array_equal(t, np.where(m, num / den, 0.0).astype(np.float32))
+
+
 def test_binarise_min_size():
     s = np.zeros(SHAPE)
     s[1:4, 1:4, 1:4] = 5  # 27 voxels
