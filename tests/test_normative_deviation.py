@@ -156,6 +156,17 @@ def test_auprc_hand_cases():
         auprc(np.ones(3), np.zeros(3))
 
 
+def test_auprc_equals_sklearns_average_precision_with_ties():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        labels = rng.random(500) < 0.1
+        labels[0] = True
+        scores = np.round(rng.normal(size=500) + labels, 1)  # many ties
+        assert auprc(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+
+
 def test_best_dice_hand_cases():
     scores = np.array([0.9, 0.8, 0.7, 0.1])
     labels = np.array([1, 0, 1, 0])

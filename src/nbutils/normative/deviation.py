@@ -42,6 +42,7 @@ __all__ = [
     "leave_one_out_z",
     "masked_smooth",
     "postprocess",
+    "ranking_metrics",
     "residual",
     "score_map",
     "threshold_at_fpr",
@@ -335,16 +336,10 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 def auprc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the precision-recall curve (average precision) of voxel scores.
 
-    Ties are handled like :func:`sklearn.metrics.average_precision_score`.
+    Ties are handled like :func:`sklearn.metrics.average_precision_score`
+    (one operating point per distinct score).
     """
-    from sklearn.metrics import average_precision_score
-
-    scores, labels = np.ravel(scores), np.ravel(labels).astype(bool)
-    if scores.shape != labels.shape:
-        raise ValueError(f"{scores.shape[0]} scores but {labels.shape[0]} labels")
-    if not labels.any():
-        raise ValueError("AUPRC is undefined without positive voxels")
-    return float(average_precision_score(labels, scores))
+    return ranking_metrics(scores, labels)[0]
 
 
 def best_dice(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -358,17 +353,29 @@ def best_dice(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     (dice, threshold)
         Predicting ``score >= threshold`` attains ``dice``.
     """
+    return ranking_metrics(scores, labels)[1:]
+
+
+def ranking_metrics(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    """:func:`auprc`, :func:`best_dice` and its threshold from one sort of the voxel scores.
+
+    Both walk the same ranking, cut only between distinct scores: with ``tp``
+    lesion voxels among the top ``k``, precision is ``tp / k``, recall
+    ``tp / n_pos`` and Dice ``2 tp / (k + n_pos)``.
+    """
     scores, labels = np.ravel(scores).astype(np.float64), np.ravel(labels).astype(bool)
     if scores.shape != labels.shape:
         raise ValueError(f"{scores.shape[0]} scores but {labels.shape[0]} labels")
     n_pos = int(labels.sum())
     if n_pos == 0:
-        raise ValueError("Dice is undefined without positive voxels")
+        raise ValueError("AUPRC and Dice are undefined without positive voxels")
     order = np.argsort(-scores, kind="stable")
-    s, lab = scores[order], labels[order]
-    tp = np.cumsum(lab)
-    k = np.arange(1, len(s) + 1)
-    last = np.r_[s[1:] != s[:-1], True]  # only cut between distinct scores
-    d = np.where(last, 2.0 * tp / (k + n_pos), -1.0)
+    s = scores[order]
+    last = np.r_[s[1:] != s[:-1], True]  # one operating point per distinct score
+    tp = np.cumsum(labels[order])[last].astype(np.float64)
+    k = np.flatnonzero(last) + 1.0
+    recall_step = np.diff(np.r_[0.0, tp]) / n_pos
+    ap = float(np.sum(recall_step * (tp / k)))
+    d = 2.0 * tp / (k + n_pos)
     i = int(np.argmax(d))
-    return float(d[i]), float(s[i])
+    return ap, float(d[i]), float(s[last][i])

@@ -38,7 +38,7 @@ from nbutils.evaluation import (
     topk_summary,
 )
 
-from .deviation import auprc, best_dice, binarise, dice, postprocess
+from .deviation import auprc, binarise, dice, per_volume, postprocess, ranking_metrics
 from .pipeline import (
     build_normative_model,
     deviation_maps,
@@ -58,6 +58,7 @@ __all__ = [
     "calibration_by_group",
     "detection_by_class",
     "detection_summary",
+    "dice_at_threshold",
     "false_positive_clusters",
     "fit_intensity_regional_model",
     "healthy_thresholds",
@@ -106,16 +107,10 @@ def detection_summary(
     truth = np.asarray(truth) > 0
     rows, per = [], []
     for name, s in scores.items():
-        s = np.asarray(s)
-        if s.shape != truth.shape:
-            raise ValueError(f"{name}: scores {s.shape} do not match truth {truth.shape}")
-        flat_s, flat_t = s[:, mask].ravel(), truth[:, mask].ravel()
-        bd, _ = best_dice(flat_s, flat_t)
-        dices = []
-        for i in range(len(s)):
-            seg = binarise(s[i], thresholds[name], min_size) & mask
-            d = dice(seg, truth[i] & mask)
-            dices.append(d)
+        s = _check_scores(name, s, truth)
+        ap, bd, _ = ranking_metrics(s[:, mask], truth[:, mask])
+        dices = dice_at_threshold(s, thresholds[name], truth, mask, min_size)
+        for i, d in enumerate(dices):
             t_i = truth[i][mask]
             per.append({
                 "method": name, "subject": i, "dice": d,
@@ -123,10 +118,23 @@ def detection_summary(
                 "lesion_voxels": int(t_i.sum()),
             })  # fmt: skip
         rows.append({
-            "method": name, "auprc": auprc(flat_s, flat_t), "best_dice": bd,
+            "method": name, "auprc": ap, "best_dice": bd,
             "dice_at_threshold": float(np.mean(dices)), "threshold": thresholds[name],
         })  # fmt: skip
     return pd.DataFrame(rows), pd.DataFrame(per)
+
+
+def _check_scores(name: str, scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores)
+    if scores.shape != truth.shape:
+        raise ValueError(f"{name}: scores {scores.shape} do not match truth {truth.shape}")
+    return scores
+
+
+def dice_at_threshold(scores: np.ndarray, threshold: float, truth: np.ndarray, mask: np.ndarray,
+                      min_size: int = 0) -> list[float]:
+    """Dice of each scan's segmentation (:func:`segment`) at a threshold fixed on healthy scans."""
+    return [dice(seg, t & mask) for seg, t in zip(segment(scores, threshold, mask, min_size), truth, strict=True)]
 
 
 def segment(scores: np.ndarray, threshold: float, mask: np.ndarray, min_size: int = 0) -> np.ndarray:
@@ -545,19 +553,24 @@ def detection_by_class(
         positives, :func:`nbutils.evaluation.scan_dice_ceiling`), ``threshold``.
     """
     mask, truth, classes = np.asarray(mask) > 0, np.asarray(truth) > 0, np.asarray(classes)
+    scores = {name: _check_scores(name, s, truth) for name, s in scores.items()}
     rows = []
     for cls in ["all", *sorted(set(classes))]:
         keep = np.ones(len(classes), bool) if cls == "all" else classes == cls
-        sub = {k: np.asarray(v)[keep] for k, v in scores.items()}
-        chance = float(truth[keep][:, mask].mean())
+        t = truth[keep]
+        chance = float(t[:, mask].mean())
+        # threshold-free, so once per class: one sort of the pooled voxels per method, a thread each
+        pooled = [(s[keep][:, mask], t[:, mask]) for s in scores.values()]
+        ranking = dict(zip(scores, per_volume(lambda st: ranking_metrics(*st), pooled), strict=True))
         for fpr, thr in thresholds.items():
-            summary, _ = detection_summary(sub, thr, truth[keep], mask, min_size)
-            ceiling = float(np.mean(scan_dice_ceiling(truth[keep], mask, fpr)))
-            for r in summary.itertuples():
-                rows.append({"class": cls, "fpr": fpr, "method": r.method, "n_scans": int(keep.sum()),
-                             "auprc": r.auprc, "auprc_chance": chance, "best_dice": r.best_dice,
-                             "dice_at_fpr": r.dice_at_threshold, "dice_ceiling": ceiling,
-                             "threshold": r.threshold})
+            ceiling = float(np.mean(scan_dice_ceiling(t, mask, fpr)))
+            for name, s in scores.items():
+                ap, bd, _ = ranking[name]
+                dices = dice_at_threshold(s[keep], thr[name], t, mask, min_size)
+                rows.append({"class": cls, "fpr": fpr, "method": name, "n_scans": int(keep.sum()),
+                             "auprc": ap, "auprc_chance": chance, "best_dice": bd,
+                             "dice_at_fpr": float(np.mean(dices)), "dice_ceiling": ceiling,
+                             "threshold": thr[name]})
     return pd.DataFrame(rows)
 
 
