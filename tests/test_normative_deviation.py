@@ -190,6 +190,18 @@ def atlas():
     return labels, regions
 
 
+def test_region_statistics_of_a_stack_equal_each_map_alone_bit_for_bit(atlas):
+    labels, _ = atlas
+    rng = np.random.default_rng(8)
+    z = (rng.normal(size=(4, *SHAPE)) * 3).astype(np.float32)
+    mask = rng.random(SHAPE) > 0.2
+    stack = region_statistics(z, labels, [3, 5, 8, 42], mask)
+    for i, zi in enumerate(z):
+        alone = region_statistics(zi, labels, [3, 5, 8, 42], mask)
+        for m, values in alone.items():
+            np.testing.assert_array_equal(stack[m][i], values)
+
+
 def test_region_statistics_hand_atlas(atlas):
     labels, regions = atlas
     z = np.zeros(SHAPE, np.float32)
