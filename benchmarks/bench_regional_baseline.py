@@ -15,6 +15,14 @@ scores them on the held-out subjects:
 
 The reference's intensity z-maps are in-sample: its voxel statistics were fitted on the same subjects. That
 makes the baseline's regional reference slightly under-dispersed, not its ranking of regions.
+
+A third row **combines** the two detectors as correlated z-scores, as the ensemble combines its members
+(Stouffer's sum over ``sqrt(2 + 2 rho)``; Strube 1985), with one correlation ``rho`` of the two regional
+z-scores measured on the healthy (CN) subjects being scored.
+
+``--validation-cohort DIR`` scores the subjects of *another* generated cohort (e.g. ``nbutils synth`` with
+another seed: AD and CN subjects the run never saw) instead of the run's test subjects, so that a choice
+between the three profiles can be made without the test subjects.
 """
 
 from __future__ import annotations
@@ -22,7 +30,28 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+
+def combined_profile(ae: pd.DataFrame, intensity: pd.DataFrame, healthy: np.ndarray) -> tuple[pd.DataFrame, float]:
+    """Stouffer combination of two regional profiles, with their correlation over ``healthy`` rows."""
+    a, b = ae.to_numpy()[healthy].ravel(), intensity.to_numpy()[healthy].ravel()
+    ok = np.isfinite(a) & np.isfinite(b)
+    rho = float(np.corrcoef(a[ok], b[ok])[0, 1])
+    return (ae + intensity) / np.sqrt(2 + 2 * rho), rho
+
+
+def _cohort_subjects(root: str) -> pd.DataFrame:
+    """CN/MCI/AD subjects of a generated cohort, with the image paths notebook 04 would read."""
+    from nbutils.synth.cohort import subject_paths
+
+    table = pd.read_csv(Path(root) / "participants.tsv", sep="\t")
+    table = table[table["diagnosis"].isin(["CN", "MCI", "AD"])].reset_index(drop=True)
+    return table.assign(path=[str(subject_paths(root, pid)["t1w"]) for pid in table["participant_id"]])
 
 
 def main() -> None:
@@ -48,6 +77,7 @@ def main() -> None:
     p.add_argument("--data", default="data", help="data_dir of the run (notebook 02's model is read from it)")
     p.add_argument("--profile", default="quick")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--validation-cohort", help="score this generated cohort's CN/MCI/AD subjects, not the test split")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     params = SimpleNamespace(data_dir=args.data, profile=args.profile, cohort_seed=0, seed=0, dataset="")
@@ -56,7 +86,7 @@ def main() -> None:
     model, stats = run.model, run.stats
     labels, _ = atlas_arrays(stats.atlas, stats.resolution)
     reference = run.reference()
-    test = run.split("test", ["CN", "MCI", "AD"])
+    test = _cohort_subjects(args.validation_cohort) if args.validation_cohort else run.split("test", ["CN", "MCI", "AD"])
     t0 = time.perf_counter()
     ref_cov = covariates_of(reference)
     baseline = fit_intensity_regional_model(stats, load_volumes(reference["path"], progress=False), ref_cov, labels)
@@ -65,9 +95,12 @@ def main() -> None:
     _, z = deviation_maps(model, stats, volumes, cov)
     profiles["autoencoder (notebook 04)"] = regional_profiles(stats, z, labels, cov)[0]
     dx = test["diagnosis"].to_numpy()
+    profiles["combined (Stouffer)"], rho = combined_profile(profiles["autoencoder (notebook 04)"],
+                                                            profiles["no network: conditional intensity z"], dx == "CN")
     targets = ad_target_regions(list(profiles["autoencoder (notebook 04)"].columns))
-    print(f"{data.source}; reference n={len(reference)} CN; held out {test['diagnosis'].value_counts().to_dict()}; "
-          f"{time.perf_counter() - t0:.0f} s")
+    scored = f"validation cohort {args.validation_cohort}" if args.validation_cohort else "held-out test subjects"
+    print(f"{data.source}; reference n={len(reference)} CN; {scored} {test['diagnosis'].value_counts().to_dict()}; "
+          f"regional z correlation of the two detectors on CN: {rho:.2f}; {time.perf_counter() - t0:.0f} s")
     for name, frame in profiles.items():
         hits, _ = ad_localisation(frame[dx == "AD"], targets, args.top_k)
         composite = target_composite(frame, targets).to_numpy()
