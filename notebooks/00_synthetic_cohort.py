@@ -40,7 +40,7 @@
 # | `nbutils.anatomy` (template, atlas, standard grid) | `src/nbutils/anatomy.py` |
 # | nothing else: this is the first notebook | |
 #
-# **Expected CPU time** (2 cores): about 2–3 min with the `quick` profile (≈1.2 s per MNI subject, ≈10 s per
+# **Expected CPU time** (2 cores): about 3 min with the `quick` profile (≈1.1 s per MNI subject, ≈10 s per
 # native subject; half a minute when the cohort already exists), < 1 min with `smoke`.
 
 # %% tags=["parameters"]

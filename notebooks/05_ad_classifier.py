@@ -39,7 +39,7 @@
 # | Concepts | convolution, cross-entropy, cross-validation, overfitting |
 # | Data | the synthetic cohort in MNI space (`<data_dir>/synthetic/<profile>-mni`) |
 #
-# **Expected CPU time** (2 cores): about 1 minute with the `quick` profile, which trains on a
+# **Expected CPU time** (2 cores): about 3 minutes with the `quick` profile, which trains on a
 # **4 mm working grid** (40×48×40, area-averaged from the 2 mm cohort) with 3 folds; the `full`
 # profile uses the standard 2 mm grid (80×96×80) and 5 folds; `smoke` runs in well under a minute.
 

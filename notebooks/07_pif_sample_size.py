@@ -34,7 +34,7 @@
 # | Concepts | variance across training runs, sample size, early stopping |
 # | Data | the synthetic cohort in MNI space |
 #
-# **Expected CPU time** (2 cores): about a minute with the `quick` profile (4 mm working grid, 3 repeats);
+# **Expected CPU time** (2 cores): under 2 minutes with the `quick` profile (4 mm working grid, 3 repeats);
 # `full` uses the 2 mm grid and 10 repeats, as in the paper.
 
 # %% tags=["parameters"]
