@@ -22,7 +22,6 @@ points to the test split's small size.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from types import SimpleNamespace
@@ -36,13 +35,10 @@ def out_of_fold_residuals(run, reference: pd.DataFrame) -> tuple[np.ndarray, pd.
     from nbutils.normative.data import load_volumes
     from nbutils.normative.deviation import residual
     from nbutils.normative.model import reconstruct
-    from nbutils.normative.train import load_autoencoder
 
-    members = json.loads(run.checkpoint.read_text())["members"]
     maps, rows = [], []
-    for k, member in enumerate(members):
+    for k, net in enumerate(run.model.members):  # member k trained on every fold but k
         held_out = reference[reference["fold"] == k]
-        net = load_autoencoder(run.folder / member)
         vols = load_volumes(held_out["path"], progress=False)
         maps.append(residual(vols, reconstruct(net, vols), run.stats.mask))
         rows.append(held_out)
@@ -77,10 +73,10 @@ def main() -> None:
     run = open_normative_model(SimpleNamespace(data_dir=args.data, profile=args.profile, cohort_seed=0, seed=0,
                                                dataset=""))
     residuals, reference = out_of_fold_residuals(run, run.reference())
-    options = run.stats.provenance.get("stats_options", {})
-    sigma, map_sigma = options.get("sigma", 1.0), options.get("map_sigma", 2.0)
+    options = run.stats.provenance.get("stats_options", {})  # the smoothing the model was built with
+    smoothing = {k: options[k] for k in ("sigma", "map_sigma") if k in options}
     mask = run.stats.mask
-    norm, loo_z, fallback_z = fit_conditional_voxel_norm(residuals, mask, covariates_of(reference), sigma, map_sigma)
+    norm, loo_z, fallback_z = fit_conditional_voxel_norm(residuals, mask, covariates_of(reference), **smoothing)
     stored = run.stats.conditional_residual.scale
     if not np.isclose(norm.scale, stored, rtol=1e-4):
         raise RuntimeError(f"calibration factor {norm.scale:.5f} differs from the model's {stored:.5f}: "
