@@ -19,7 +19,10 @@ subjects: a learning curve), ``coord`` (append three normalised coordinate
 channels), ``raw`` (the image itself instead of the z-map), ``smooth`` (Gaussian
 σ in voxels on the z-map), ``age`` (z against a voxel-wise linear regression of
 the controls' intensity on age), ``common`` (zero the z-map where not every
-control has brain), ``noise`` (SD of Gaussian noise added in training).
+control has brain), ``noise`` (SD of Gaussian noise added in training), ``loo`` (each
+training control z-scored against the *other* training controls, leave-one-out, so
+its z-map is distributed as a held-out control's rather than shrunk by being part of
+its own reference).
 ``--task ad`` runs notebook 05's AD vs CN task instead (chance 0.5).
 """
 
@@ -81,6 +84,13 @@ def network_input(cfg: dict, images: torch.Tensor, controls: np.ndarray, age: to
         sd = (flat[controls] - design[controls] @ beta).pow(2).sum(0).div(len(controls) - 2).sqrt()
         sd = torch.clamp(sd, min=float(torch.quantile(sd[sd > 0], 0.1)))
         z = torch.clamp((flat - design @ beta) / sd, -5, 5).reshape(images.shape)
+    if cfg.get("loo"):  # each training control against the *other* controls, as a held-out control is
+        x = images[controls].double()
+        n, total, total_sq = len(x), x.sum(0), x.pow(2).sum(0)
+        mean = (total - x) / (n - 1)
+        sd = ((total_sq - x.pow(2)) / (n - 1) - mean.pow(2)).clamp(min=0).sqrt()
+        sd = sd.clamp(min=float(norm.scale.min()))  # the reference's own SD floor
+        z[controls] = torch.clamp((x - mean) / sd, -norm.clip, norm.clip).float()
     if cfg.get("smooth"):
         sigma = cfg["smooth"]
         z = torch.as_tensor(ndimage.gaussian_filter(z.numpy(), (0, 0, sigma, sigma, sigma)))
