@@ -38,7 +38,7 @@ $(SYS_STAMP):
 	@mkdir -p $(VENV) && touch $@
 
 demo: setup
-	$(BIN)/nbutils run --profile $(PROFILE)
+	$(BIN)/nbutils run --profile $(PROFILE) --jobs $(JOBS)
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks notebooks

@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: nbutils
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -11,6 +12,9 @@
 #     display_name: Python (nbutils)
 #     language: python
 #     name: nbutils
+#   nbutils:
+#     minutes: 2.7
+#     needs: []
 # ---
 
 # %% [markdown]

@@ -163,6 +163,36 @@ def test_dilation_and_lesion_saliency_count_the_grown_lesion_against_its_share_o
     assert lesion_saliency(sal, lesion, brain, margin_mm=0.0, voxel_mm=2.0)["mass"] == pytest.approx(0.0)
 
 
+def test_validation_every_kth_epoch_counts_back_from_the_last(rng, tmp_path):
+    x, y, _ = _toy(rng)
+    kw = dict(n_classes=2, max_epochs=7, patience=100, batch_size=6, lr=1e-2, seed=3)
+    train, val = (x[:16, None], y[:16]), (x[16:, None], y[16:])
+    every = fit_classifier(_small_model, train, val, log_dir=tmp_path / "every", **kw)
+    third = fit_classifier(_small_model, train, val, log_dir=tmp_path / "third", val_every=3, **kw)
+    validated = third.history.dropna(subset=["val_loss"])["epoch"].to_numpy() + 1
+    np.testing.assert_array_equal(validated, [1, 4, 7])  # the last epoch is always validated
+    assert third.epochs_run == 7 and len(third.history) == 7 and third.best_epoch in (1, 4, 7)
+    # Same seed, same training: the validated epochs score as when every epoch is validated.
+    by_epoch = every.history.set_index("epoch")["val_loss"]
+    np.testing.assert_allclose(third.history.dropna(subset=["val_loss"]).set_index("epoch")["val_loss"],
+                               by_epoch.loc[validated - 1], rtol=1e-5)
+    assert third.best_val_loss == pytest.approx(by_epoch.loc[validated - 1].min(), rel=1e-5)
+    with pytest.raises(ValueError, match="val_every"):
+        fit_classifier(_small_model, train, val, log_dir=tmp_path / "bad", val_every=0, **kw)
+
+
+def test_patience_counts_epochs_when_validating_every_kth(rng, tmp_path):
+    # A learning rate of 0 never improves the validation loss: training stops
+    # `patience` epochs (rounded up to whole intervals) after the first check.
+    x, y, _ = _toy(rng)
+    kw = dict(n_classes=2, max_epochs=20, lr=0.0, batch_size=6, seed=0)
+    train, val = (x[:16, None], y[:16]), (x[16:, None], y[16:])
+    result = fit_classifier(_small_model, train, val, log_dir=tmp_path / "a", patience=4, val_every=2, **kw)
+    assert result.epochs_run == 2 + 4  # checks at epochs 2, 4, 6: two checks without improvement
+    result = fit_classifier(_small_model, train, val, log_dir=tmp_path / "b", patience=3, val_every=1, **kw)
+    assert result.epochs_run == 1 + 3
+
+
 def test_batchnorm_statistics_match_the_returned_weights(rng, tmp_path):
     # Shifted, scaled images and 2 short epochs: BN's default running averages
     # (momentum 0.1, starting at 0/1) would still be far from the real statistics.
@@ -202,7 +232,7 @@ def test_classifier_factories_build_fresh_networks_from_parameters():
     assert table.loc["parameters", "pif"] == count_parameters(make["pif"]())
     assert fit_options(p, 3) == dict(n_classes=3, max_epochs=3, patience=2, min_epochs=1, batch_size=2,
                                      lr=0.01, weight_decay=0.0, lr_schedule="constant", norm_reference="all",
-                                     accelerator="cpu", devices=1)
+                                     accelerator="cpu", devices=1, val_every=1)
 
 
 def test_mean_sd_strings():

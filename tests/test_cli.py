@@ -46,3 +46,48 @@ def test_train_module_help_still_works():
 def test_unknown_profile_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="profile 'nope' not found"):
         main(["run", "--profile", "nope", "--reports", str(tmp_path)])
+
+
+def test_run_passes_jobs_through(monkeypatch, tmp_path, capsys):
+    import nbutils.runner
+
+    seen = {}
+
+    def fake_run_notebooks(notebooks, **kwargs):
+        seen.update(kwargs, notebooks=notebooks)
+        return []
+
+    monkeypatch.setattr(nbutils.runner, "run_notebooks", fake_run_notebooks)
+    assert main(["run", "03", "--jobs", "3", "--reports", str(tmp_path)]) == 0
+    assert seen["jobs"] == 3 and seen["notebooks"] == ["03"]
+    assert main(["run", "--reports", str(tmp_path)]) == 0
+    assert seen["jobs"] == 1  # default: one after the other
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--jobs", "0"])
+    assert exc.value.code == 2 and "--jobs: must be >= 1" in capsys.readouterr().err
+
+
+def test_run_help_explains_the_dependency_graph(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "dependency graph" in out and "nbutils.needs" in out and "--jobs N" in out
+
+
+def test_run_reports_a_cycle_without_running(tmp_path, capsys):
+    import nbformat
+
+    from conftest import make_notebook
+
+    nbs = tmp_path / "notebooks"
+    for stem, need in (("00_a", "01"), ("01_b", "00")):
+        path = make_notebook(nbs / f"{stem}.ipynb", 'reports_dir: str = "../reports"\n', "", "")
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata["nbutils"] = {"needs": [need]}
+        nbformat.write(nb, path)
+    (nbs / "profiles").mkdir()
+    (nbs / "profiles" / "p.yaml").write_text("_common: {}\n")
+    code = main(["run", "--profile", "p", "--notebooks-dir", str(nbs), "--reports", str(tmp_path / "r"),
+                 "--jobs", "2"])
+    assert code == 2
+    assert "nothing was run: the notebooks' needs form a cycle: 00_a needs 01_b needs 00_a" in capsys.readouterr().out

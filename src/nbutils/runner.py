@@ -1,4 +1,4 @@
-"""Run the suite's notebooks in order with papermill, under a named profile.
+"""Run the suite's notebooks with papermill, under a named profile, as a dependency graph.
 
 A profile is a YAML file beside the notebooks (``notebooks/profiles/<name>.yaml``)
 with a ``_common`` section (values given to every notebook that declares the
@@ -6,9 +6,26 @@ parameter) and one section per notebook stem (values that notebook must
 declare). Command-line overrides (``-p NAME VALUE``) go to every notebook that
 declares ``NAME``.
 
+Each notebook declares in its metadata which notebooks' outputs it reads:
+``{"nbutils": {"needs": ["00"]}}`` (number prefixes of stems; in the paired
+``.py`` file, ``nbutils: {needs: [...]}`` under ``jupyter:`` in the YAML
+header). In a run a need names a notebook of the same run; a need outside the
+run is taken as already satisfied (``nbutils run 03`` relies on the outputs of
+an earlier run of 02). A need that matches no notebook at all, or a cycle, stops
+the run before anything executes.
+
+``jobs=1`` runs the notebooks one after the other in order, with per-cell
+progress bars. ``jobs > 1`` runs up to ``jobs`` notebooks at once, each in its
+own process, starting each as soon as the notebooks it needs have finished
+(the ready notebook heading the longest chain first, timed by the previous
+run's ``summary.json`` or the metadata hint ``nbutils.minutes``);
+each kernel gets ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = CPUs // jobs
+(unless already set), and one line is printed per start and finish. A failed
+notebook's dependents are skipped.
+
 Each notebook's executed copy and an HTML rendering land in ``reports/``; the
 notebook itself writes ``reports/metrics/<stem>.json``; the runner writes
-``reports/summary.json`` and prints a summary table.
+``reports/summary.json`` (after every notebook) and prints a summary table.
 """
 
 from __future__ import annotations
@@ -17,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +48,12 @@ from nbutils.reporting import build_index, metrics_path
 __all__ = [
     "NotebookResult",
     "check_notebook_parameters",
+    "critical_paths",
+    "dependency_graph",
     "discover_notebooks",
     "load_profile",
+    "notebook_minutes",
+    "notebook_needs",
     "notebook_parameters",
     "parse_override",
     "resolve_notebook",
@@ -41,6 +63,8 @@ __all__ = [
 
 KERNEL_NAME = "nbutils"
 COMMON = "_common"
+#: Thread pools of the numerical libraries, limited in each kernel of a parallel run.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass
@@ -125,6 +149,144 @@ def check_notebook_parameters(notebook: str | os.PathLike, values: Mapping[str, 
         check_parameters(spec, values, require_all=False)
     except ParameterError as exc:
         raise ParameterError(f"{Path(notebook).name}: {exc}") from None
+
+
+def notebook_needs(notebook: str | os.PathLike) -> list[str]:
+    """The notebooks whose outputs a notebook reads: its metadata ``nbutils.needs``.
+
+    Parameters
+    ----------
+    notebook : path
+        An ``.ipynb`` file.
+
+    Returns
+    -------
+    list of str
+        Stem prefixes such as ``["00"]``; empty when the notebook declares none.
+
+    Raises
+    ------
+    ValueError
+        When ``nbutils`` is not a mapping or ``needs`` not a list of non-empty strings.
+    """
+    import nbformat
+
+    meta = nbformat.read(notebook, as_version=4).metadata.get("nbutils", {})
+    needs = meta.get("needs", []) if isinstance(meta, dict) else None
+    if not isinstance(needs, list) or not all(isinstance(n, str) and n for n in needs):
+        raise ValueError(
+            f"{notebook}: metadata 'nbutils' must be a mapping with 'needs' a list of notebook stem "
+            f"prefixes such as ['00'], got {meta!r}"
+        )
+    return list(needs)
+
+
+def notebook_minutes(notebook: str | os.PathLike) -> float | None:
+    """A notebook's rough run time in minutes, from its metadata ``nbutils.minutes`` (``None`` if absent).
+
+    Only the order in which a parallel run starts ready notebooks uses it (see
+    :func:`critical_paths`); the times of an earlier run replace it.
+    """
+    import nbformat
+
+    meta = nbformat.read(notebook, as_version=4).metadata.get("nbutils", {})
+    minutes = meta.get("minutes") if isinstance(meta, dict) else None
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes < 0):
+        raise ValueError(f"{notebook}: metadata 'nbutils.minutes' must be a number >= 0, got {minutes!r}")
+    return None if minutes is None else float(minutes)
+
+
+def critical_paths(graph: Mapping[Path, list[Path]], minutes: Mapping[Path, float]) -> dict[Path, float]:
+    """Each notebook's minutes plus the longest chain of notebooks of the run that need it.
+
+    Starting the ready notebook with the longest such path first keeps the
+    longest chain from becoming the run's tail (longest-path-first list
+    scheduling). ``graph`` is :func:`dependency_graph`'s; it has no cycle.
+    """
+    dependents = {nb: [other for other, needs in graph.items() if nb in needs] for nb in graph}
+    paths: dict[Path, float] = {}
+
+    def path(nb: Path) -> float:
+        if nb not in paths:
+            paths[nb] = minutes[nb] + max((path(d) for d in dependents[nb]), default=0.0)
+        return paths[nb]
+
+    return {nb: path(nb) for nb in graph}
+
+
+def _run_minutes(notebooks: Sequence[Path], reports: Path) -> dict[Path, float]:
+    """Minutes per notebook: from the last run's ``summary.json`` where it ran ok, else the metadata hint, else 1."""
+    import json
+
+    previous: dict[str, float] = {}
+    summary = reports / "summary.json"
+    if summary.is_file():
+        try:
+            rows = json.loads(summary.read_text()).get("notebooks", [])
+            previous = {r["notebook"]: r["seconds"] / 60 for r in rows if r.get("status") == "ok"}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            previous = {}  # an unreadable old summary only loses the ordering hint
+    hint = {nb: notebook_minutes(nb) for nb in notebooks}
+    return {nb: previous.get(nb.stem, hint[nb] if hint[nb] is not None else 1.0) for nb in notebooks}
+
+
+def _is_need(stem: str, need: str) -> bool:
+    """Whether a notebook stem is what a need names: ``00`` names ``00_synthetic_cohort``."""
+    return stem == need or stem.startswith(f"{need}_")
+
+
+def dependency_graph(
+    notebooks: Sequence[Path], notebooks_dir: str | os.PathLike = "notebooks"
+) -> dict[Path, list[Path]]:
+    """Each notebook of a run mapped to the notebooks of the same run it needs.
+
+    A need naming a notebook outside the run is left out (taken as satisfied
+    by an earlier run).
+
+    Raises
+    ------
+    ValueError
+        When a need matches no notebook of the run nor of ``notebooks_dir``, or
+        when the needs form a cycle; both name the notebooks.
+    """
+    in_dir = Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb") if notebooks_dir else []
+    known = {p.stem for p in in_dir} | {nb.stem for nb in notebooks}
+    graph = {}
+    for nb in notebooks:
+        needs = notebook_needs(nb)
+        unknown = [n for n in needs if not any(_is_need(stem, n) for stem in known)]
+        if unknown:
+            raise ValueError(
+                f"{nb.name} needs {unknown}, which match no notebook in {notebooks_dir} "
+                f"(available: {sorted(known)})"
+            )
+        graph[nb] = [other for other in notebooks if any(_is_need(other.stem, n) for n in needs)]
+    cycle = _find_cycle(graph)
+    if cycle:
+        raise ValueError(f"the notebooks' needs form a cycle: {' needs '.join(nb.stem for nb in cycle)}")
+    return graph
+
+
+def _find_cycle(graph: Mapping[Path, list[Path]]) -> list[Path] | None:
+    """A path ``a, b, ..., a`` along needs, or ``None`` when the graph has no cycle."""
+    finished: set[Path] = set()
+    path: list[Path] = []
+
+    def visit(nb: Path) -> list[Path] | None:
+        path.append(nb)
+        for need in graph[nb]:
+            if need in path:
+                return path[path.index(need):] + [need]
+            if need not in finished and (cycle := visit(need)):
+                return cycle
+        path.pop()
+        finished.add(nb)
+        return None
+
+    for nb in graph:
+        if nb not in finished and (cycle := visit(nb)):
+            return cycle
+    return None
 
 
 def parse_override(name: str, value: str) -> tuple[str, Any]:
@@ -240,8 +402,9 @@ def run_notebooks(
     kernel_name: str = KERNEL_NAME,
     keep_going: bool = False,
     progress: bool = True,
+    jobs: int = 1,
 ) -> list[NotebookResult]:
-    """Run notebooks in order and write ``reports/summary.json``.
+    """Run notebooks as a dependency graph and write ``reports/summary.json``.
 
     Parameters
     ----------
@@ -257,22 +420,64 @@ def run_notebooks(
         notebooks as ``reports_dir`` / ``data_dir`` (absolute paths).
     keep_going : bool
         Run the remaining notebooks after a failure (default: skip them,
-        since later notebooks build on earlier ones).
+        since later notebooks build on earlier ones). The notebooks that need
+        a failed one are skipped either way when ``jobs > 1``.
+    progress : bool
+        Per-cell progress bars (``jobs=1`` only).
+    jobs : int
+        Notebooks run at once. 1: one after the other in the given order.
+        More: each in its own process, started as soon as the notebooks it
+        needs (:func:`notebook_needs`) have finished, longest chain first
+        (:func:`critical_paths`).
 
     Returns
     -------
     list of NotebookResult
+        In the order of ``notebooks``.
+
+    Raises
+    ------
+    ValueError
+        ``jobs < 1``, an override no notebook declares, a need that matches
+        no notebook, or a cycle of needs; all before anything runs.
+    nbutils.params.ParameterError
+        A value a notebook does not declare or of the wrong type.
     """
-    if notebooks:
-        notebooks = [resolve_notebook(n, notebooks_dir) for n in notebooks]
-    else:
-        notebooks = discover_notebooks(notebooks_dir)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    notebooks = _select(notebooks, notebooks_dir)
     prof = load_profile(profile, notebooks_dir if notebooks_dir else notebooks[0].parent)
     reports = Path(reports_dir).resolve()
     reports.mkdir(parents=True, exist_ok=True)
     fixed = {"reports_dir": str(reports)}
     if data_dir is not None:
         fixed["data_dir"] = str(Path(data_dir).resolve())
+    resolved = _resolve_all(notebooks, prof, overrides, fixed)
+    graph = dependency_graph(notebooks, notebooks_dir)
+    run = _Run(reports, str(profile), str(prof.get(COMMON, {}).get("profile", profile)), kernel_name, jobs)
+    if jobs == 1:
+        results = _run_serial(run, notebooks, resolved, keep_going, progress)
+    else:
+        results = _run_parallel(run, notebooks, resolved, graph, keep_going)
+    run.write_summary(results)
+    build_index(reports)
+    return results
+
+
+def _select(notebooks: Sequence[str | os.PathLike] | None, notebooks_dir: str | os.PathLike) -> list[Path]:
+    """The notebooks of a run: the ones named, or all of ``notebooks_dir``."""
+    if notebooks:
+        return [resolve_notebook(n, notebooks_dir) for n in notebooks]
+    return discover_notebooks(notebooks_dir)
+
+
+def _resolve_all(
+    notebooks: Sequence[Path],
+    prof: Mapping[str, Mapping[str, Any]],
+    overrides: Mapping[str, Any] | None,
+    fixed: Mapping[str, Any],
+) -> dict[Path, dict[str, Any]]:
+    """Every notebook's parameters, checked against its ``parameters`` cell before anything runs."""
     declared = {nb: notebook_parameters(nb) for nb in notebooks}
     unused = set(overrides or {}) - set().union(*(set(d) for d in declared.values()))
     if unused:
@@ -283,6 +488,37 @@ def run_notebooks(
     resolved = {nb: resolve_parameters(nb.stem, declared[nb], prof, overrides, fixed) for nb in notebooks}
     for nb, params in resolved.items():  # a typo in the last notebook's section stops the run now
         check_notebook_parameters(nb, params)
+    return resolved
+
+
+@dataclass
+class _Run:
+    """What the notebooks of one run share: where they report, the profile, the kernel, the clock."""
+
+    reports: Path
+    profile: str
+    label: str  # the profile's own name (its ``_common.profile``), printed per notebook
+    kernel_name: str
+    jobs: int
+    start: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        """Seconds since the run began."""
+        return time.perf_counter() - self.start
+
+    def write_summary(self, results: Iterable[NotebookResult]) -> None:
+        """``summary.json``: the profile, ``jobs``, wall-clock seconds so far and each notebook's result."""
+        write_json(
+            self.reports / "summary.json",
+            {"profile": self.profile, "jobs": self.jobs, "wall_seconds": round(self.elapsed(), 2),
+             "notebooks": [asdict(r) for r in results]},
+        )
+
+
+def _run_serial(
+    run: _Run, notebooks: Sequence[Path], resolved: Mapping[Path, dict[str, Any]], keep_going: bool, progress: bool
+) -> list[NotebookResult]:
+    """One notebook after the other, in order; after a failure the rest are skipped unless ``keep_going``."""
     results: list[NotebookResult] = []
     failed = False
     for nb in notebooks:
@@ -290,21 +526,113 @@ def run_notebooks(
         if failed and not keep_going:
             results.append(NotebookResult(notebook=nb.stem, status="skipped", parameters=params))
             continue
-        print(f">> {nb.stem} (profile {prof.get(COMMON, {}).get('profile', profile)})", flush=True)
-        result = run_notebook(nb, params, reports, kernel_name=kernel_name, progress=progress)
+        print(f">> {nb.stem} (profile {run.label})", flush=True)
+        result = run_notebook(nb, params, run.reports, kernel_name=run.kernel_name, progress=progress)
         results.append(result)
         failed = failed or result.status == "failed"
-        _write_summary(reports, profile, results)
-    _write_summary(reports, profile, results)
-    build_index(reports)
+        run.write_summary(results)
     return results
 
 
-def _write_summary(reports: Path, profile: str | os.PathLike, results: list[NotebookResult]) -> None:
-    write_json(
-        reports / "summary.json",
-        {"profile": str(profile), "notebooks": [asdict(r) for r in results]},
-    )
+def _run_parallel(
+    run: _Run,
+    notebooks: Sequence[Path],
+    resolved: Mapping[Path, dict[str, Any]],
+    graph: Mapping[Path, list[Path]],
+    keep_going: bool,
+) -> list[NotebookResult]:
+    """Up to ``run.jobs`` notebooks at once, each in a spawned process, started when ready.
+
+    Ready notebooks start longest chain first (:func:`critical_paths`, with
+    the times of the previous run in ``reports`` or the notebooks'
+    ``nbutils.minutes`` hints), ties in notebook order.
+
+    A notebook is ready when every notebook of the run it needs finished
+    ``ok``; it is skipped when one of them failed or was skipped. After a
+    failure without ``keep_going`` no notebook starts; the running ones finish.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    threads = max(1, (os.cpu_count() or 1) // run.jobs)
+    paths = critical_paths(graph, _run_minutes(notebooks, run.reports))
+    done: dict[Path, NotebookResult] = {}
+    waiting = list(notebooks)
+    running: dict[Future, Path] = {}
+    stop = False
+    with ProcessPoolExecutor(max_workers=run.jobs, mp_context=get_context("spawn")) as pool:
+        while True:
+            _skip_blocked(run, waiting, graph, done, resolved)
+            ready = [] if stop else [nb for nb in waiting if all(need in done for need in graph[nb])]
+            ready.sort(key=lambda nb: -paths[nb])  # longest chain first; stable: ties keep notebook order
+            for nb in ready[: run.jobs - len(running)]:
+                waiting.remove(nb)
+                future = pool.submit(_run_in_worker, nb, resolved[nb], run.reports, run.kernel_name, threads)
+                running[future] = nb
+                print(f">> {nb.stem} started (profile {run.label}){_clock(run)}", flush=True)
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                nb = running.pop(future)
+                done[nb] = _outcome(future, nb, resolved[nb])
+                print(f"<< {nb.stem} {done[nb].status} in {done[nb].seconds:.1f} s{_clock(run)}", flush=True)
+                # a worker that died (e.g. killed for memory) breaks the pool: nothing more can start
+                broken = isinstance(future.exception(), BrokenProcessPool)
+                stop = stop or broken or (done[nb].status == "failed" and not keep_going)
+            run.write_summary(done[nb] for nb in notebooks if nb in done)
+    for nb in waiting:  # left after a failure without keep_going
+        done[nb] = _skipped(run, nb, resolved[nb], "not started after a failure")
+    return [done[nb] for nb in notebooks]
+
+
+def _run_in_worker(
+    notebook: Path, parameters: Mapping[str, Any], reports_dir: Path, kernel_name: str, threads: int
+) -> NotebookResult:
+    """Run one notebook in a pool process; its kernel inherits this process's thread limits.
+
+    A limit the user already exported (``OMP_NUM_THREADS=4 nbutils run ...``) is kept.
+    """
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, str(threads))
+    return run_notebook(notebook, parameters, reports_dir, kernel_name=kernel_name, progress=False)
+
+
+def _skip_blocked(
+    run: _Run,
+    waiting: list[Path],
+    graph: Mapping[Path, list[Path]],
+    done: dict[Path, NotebookResult],
+    resolved: Mapping[Path, dict[str, Any]],
+) -> None:
+    """Mark as skipped (and take out of ``waiting``) every notebook a failed or skipped need blocks."""
+    blocked = True
+    while blocked:  # a skip can block a notebook earlier in the list: repeat until nothing changes
+        blocked = False
+        for nb in list(waiting):
+            bad = [need.stem for need in graph[nb] if need in done and done[need].status != "ok"]
+            if bad:
+                waiting.remove(nb)
+                done[nb] = _skipped(run, nb, resolved[nb], f"needs {', '.join(bad)}, which did not run ok")
+                blocked = True
+
+
+def _skipped(run: _Run, nb: Path, params: Mapping[str, Any], why: str) -> NotebookResult:
+    print(f"-- {nb.stem} skipped: {why}{_clock(run)}", flush=True)
+    return NotebookResult(notebook=nb.stem, status="skipped", parameters=dict(params))
+
+
+def _outcome(future: Future, nb: Path, params: Mapping[str, Any]) -> NotebookResult:
+    """A finished notebook's result; a worker that died counts as a failure of its notebook."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - e.g. BrokenProcessPool: recorded in the summary
+        return NotebookResult(notebook=nb.stem, status="failed", error=_error_summary(exc), parameters=dict(params))
+
+
+def _clock(run: _Run) -> str:
+    return f"  [+{run.elapsed():.1f} s since the start]"
 
 
 def _headline(metrics_file: str | None, limit: int = 3) -> str:

@@ -50,7 +50,7 @@ def fit_options(params: Any, n_classes: int) -> dict[str, Any]:
     Parameters
     ----------
     params : validated notebook parameters
-        Reads ``max_epochs``, ``patience``, ``min_epochs``, ``batch_size``,
+        Reads ``max_epochs``, ``patience``, ``min_epochs``, ``val_every``, ``batch_size``,
         ``lr``, ``weight_decay``, ``lr_schedule``, ``voxel_norm_reference``,
         ``accelerator`` and ``devices``.
     n_classes : int
@@ -63,7 +63,7 @@ def fit_options(params: Any, n_classes: int) -> dict[str, Any]:
         :func:`sample_size_experiment` (passed on to ``fit_classifier``).
     """
     return dict(n_classes=n_classes, max_epochs=params.max_epochs, patience=params.patience,
-                min_epochs=params.min_epochs, batch_size=params.batch_size, lr=params.lr,
+                min_epochs=params.min_epochs, val_every=params.val_every, batch_size=params.batch_size, lr=params.lr,
                 weight_decay=params.weight_decay, lr_schedule=params.lr_schedule,
                 norm_reference=params.voxel_norm_reference, accelerator=params.accelerator,
                 devices=params.devices)

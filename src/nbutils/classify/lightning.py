@@ -6,8 +6,10 @@ to class logits (:class:`~nbutils.classify.models.BaselineCNN`,
 trains it with Adam (L2 regularisation through ``weight_decay``; a constant
 learning rate or a one-cycle schedule), class-weighted cross-entropy, random
 left-right flips, early stopping on the validation loss and a ``CSVLogger``;
-the returned model carries the weights of the epoch with the lowest validation
-loss.
+the returned model carries the weights of the validated epoch with the lowest
+validation loss. Validation can run every k-th epoch only (counted back from
+the last, which is always validated): with small training sets the BatchNorm
+re-estimation and validation passes cost a third of every epoch.
 """
 
 from __future__ import annotations
@@ -179,6 +181,23 @@ class _BestWeights(Callback):
             self.state = copy.deepcopy(pl_module.model.state_dict())
 
 
+class _ValidateEvery(Callback):
+    """Validate at epochs ``max_epochs``, ``max_epochs - every``, ... (1-based) and at no others.
+
+    Lightning's ``check_val_every_n_epoch`` counts from the first epoch and may
+    skip the last one, whose weights a one-cycle schedule has just annealed;
+    this sets it per epoch instead, so the last epoch is always validated.
+    """
+
+    def __init__(self, every: int, max_epochs: int) -> None:
+        self.every = int(every)
+        self.max_epochs = int(max_epochs)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        due = (self.max_epochs - (trainer.current_epoch + 1)) % self.every == 0
+        trainer.check_val_every_n_epoch = 1 if due else self.max_epochs + 1
+
+
 class _RecalibrateBatchNorm(Callback):
     """Recompute BatchNorm statistics on the training images before every validation.
 
@@ -196,7 +215,10 @@ class _RecalibrateBatchNorm(Callback):
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in pl_module.modules()):
-            torch.optim.swa_utils.update_bn(self.loader, pl_module.model, device=pl_module.device)
+            # update_bn runs the network in train mode, so dropout draws random numbers: draw them from a
+            # forked generator, or how often one validates would change the training that follows.
+            with torch.random.fork_rng(devices=[]):
+                torch.optim.swa_utils.update_bn(self.loader, pl_module.model, device=pl_module.device)
 
 
 @dataclass
@@ -250,6 +272,7 @@ def fit_classifier(
     max_epochs: int = 50,
     patience: int = 8,
     min_epochs: int = 1,
+    val_every: int = 1,
     batch_size: int = 8,
     lr: float = 1e-3,
     weight_decay: float = 1e-3,
@@ -278,12 +301,20 @@ def fit_classifier(
     log_dir : path-like
         Where the ``CSVLogger`` writes ``metrics.csv`` (``<log_dir>/version_0``).
     max_epochs, patience : int
-        Epoch limit; epochs without val-loss improvement before stopping.
+        Epoch limit; epochs without val-loss improvement before stopping
+        (rounded up to whole validation intervals).
     min_epochs : int
         Train at least this many epochs, and choose the best weights only
         among them and later ones: on tiny validation sets the untrained
         network's loss (near the class prior) is often the lowest value seen,
         which would otherwise stop training before it starts.
+    val_every : int
+        Validate (re-estimate BatchNorm statistics, score the validation
+        images, consider the weights as the best) every ``val_every``-th epoch,
+        counted back from ``max_epochs`` so that the last epoch is always
+        validated. 1 = every epoch. Larger values save time when validation
+        only picks the best weights (a one-cycle schedule without early
+        stopping); they coarsen the early-stopping epoch to that interval.
     batch_size, lr, weight_decay : training settings (weight decay = L2).
     class_weights : "balanced", list or None
         Cross-entropy weights; "balanced" computes them from the training labels.
@@ -308,6 +339,8 @@ def fit_classifier(
     -------
     FitResult
     """
+    if int(val_every) < 1:
+        raise ValueError(f"val_every must be a whole number of epochs >= 1, got {val_every!r}")
     pl.seed_everything(seed, workers=True, verbose=False)
     if not isinstance(model, nn.Module):
         model = model()
@@ -326,7 +359,7 @@ def fit_classifier(
     logger = CSVLogger(save_dir=str(log_dir), name="", version=0)
     trainer = _classifier_trainer(
         logger, best, x_tr, batch_size=batch_size, max_epochs=max_epochs, min_epochs=min_epochs,
-        patience=patience, accelerator=accelerator, devices=devices, progress=progress,
+        patience=patience, val_every=val_every, accelerator=accelerator, devices=devices, progress=progress,
     )  # fmt: skip
     start = time.perf_counter()
     with quiet_lightning():
@@ -361,11 +394,17 @@ def _classifier_trainer(
     max_epochs: int,
     min_epochs: int,
     patience: int,
+    val_every: int,
     accelerator: str,
     devices: int | str,
     progress: bool,
 ) -> pl.Trainer:
-    """Trainer with BatchNorm recalibration, early stopping on ``val_loss`` and best-weight keeping."""
+    """Trainer with BatchNorm recalibration, early stopping on ``val_loss`` and best-weight keeping.
+
+    Early stopping counts validation checks, so ``patience`` epochs become
+    ``ceil(patience / val_every)`` checks.
+    """
+    checks = -(-int(patience) // int(val_every))
     with quiet_lightning():
         return pl.Trainer(
             accelerator=accelerator,
@@ -373,8 +412,9 @@ def _classifier_trainer(
             max_epochs=max_epochs,
             min_epochs=min(min_epochs, max_epochs),
             callbacks=[
+                _ValidateEvery(val_every, max_epochs),
                 _RecalibrateBatchNorm(x_train, batch_size),
-                EarlyStopping(monitor="val_loss", mode="min", patience=patience),
+                EarlyStopping(monitor="val_loss", mode="min", patience=checks, check_on_train_epoch_end=False),
                 best,
             ],
             logger=logger,

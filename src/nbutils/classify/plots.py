@@ -18,13 +18,14 @@ __all__ = [
 
 
 def plot_learning_curves(histories: Mapping[str, Sequence[pd.DataFrame]], title: str = ""):
-    """Train/validation loss per epoch, one panel per model, one line per fold."""
+    """Train loss per epoch and validation loss per validated epoch, one panel per model, one line per fold."""
     fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.4), squeeze=False, sharey=True)
     for ax, (name, runs) in zip(axes[0], histories.items(), strict=True):
         for i, h in enumerate(runs):
-            epoch = h["epoch"] + 1
-            ax.plot(epoch, h["train_loss"], color="C0", alpha=0.6, label="train" if i == 0 else None)
-            ax.plot(epoch, h["val_loss"], color="C1", alpha=0.8, label="validation" if i == 0 else None)
+            ax.plot(h["epoch"] + 1, h["train_loss"], color="C0", alpha=0.6, label="train" if i == 0 else None)
+            val = h.dropna(subset=["val_loss"])  # validated epochs only (see fit_classifier's val_every)
+            ax.plot(val["epoch"] + 1, val["val_loss"], "o-", color="C1", alpha=0.8, markersize=3,
+                    label="validation" if i == 0 else None)
         ax.set(title=f"{name}", xlabel="epoch", ylabel="cross-entropy")
         ax.legend()
     fig.suptitle(title)

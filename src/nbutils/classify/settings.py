@@ -50,6 +50,9 @@ class ClassifierSettings:
     max_epochs, patience, min_epochs : int
         Training length, early-stopping patience, and the epoch before which
         neither stopping nor the best-weights choice happens.
+    val_every : int
+        Validate every ``val_every``-th epoch, counted back from the last
+        (see :func:`~nbutils.classify.lightning.fit_classifier`); 1 = every epoch.
     batch_size, lr, weight_decay : int, float, float
         Adam with L2 as weight decay.
     lr_schedule : str
@@ -73,6 +76,7 @@ class ClassifierSettings:
     max_epochs: int = 20
     patience: int = 5
     min_epochs: int = 5
+    val_every: int = 1
     batch_size: int = 8
     lr: float = 0.003
     weight_decay: float = 0.001
