@@ -58,7 +58,7 @@ def load_quick_task(data_dir: str, n_per_class: int = 40):
                      max_per_class=dict.fromkeys(groups, n_per_class), seed=0, progress=False), data.source
 
 
-def validation_scores(settings, task, split, seed: int) -> pd.DataFrame:
+def validation_scores(settings, task, split, seed: int, folds=None) -> pd.DataFrame:
     """Validation balanced accuracy of both networks on every fold (the test subjects are not touched)."""
     from nbutils.classify.experiment import fit_options, select
     from nbutils.classify.lightning import fit_classifier, predict_proba
@@ -68,7 +68,7 @@ def validation_scores(settings, task, split, seed: int) -> pd.DataFrame:
     images = task.images[:, None] if task.images.ndim == 4 else task.images
     rows = []
     for name, make in classifier_factories(settings, task.shape, len(CLASSES)).items():
-        for i in range(split.n_folds):
+        for i in folds if folds is not None else range(split.n_folds):
             train, val = split.fold(i)
             tr, va = select(task.subjects, train), select(task.subjects, val)
             with tempfile.TemporaryDirectory() as logs:
@@ -106,6 +106,7 @@ def main() -> None:
     p.add_argument("--data", default="/tmp/cls/data", help="data_dir of the quick run (holds synthetic/quick-mni*)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 10, 20], help="base seeds (fold i uses seed + i)")
     p.add_argument("--variants", nargs="*", help="names of VARIANTS to run (default: all)")
+    p.add_argument("--folds", type=int, nargs="+", help="only these folds (e.g. a timing run; default: all)")
     p.add_argument("--report", help="write the results table (markdown) here")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
@@ -118,7 +119,7 @@ def main() -> None:
         settings = ClassifierSettings.from_overrides({**QUICK, **VARIANTS[name]})
         for seed in args.seeds:
             t0 = time.perf_counter()
-            runs.append(validation_scores(settings, task, split, seed).assign(variant=name))
+            runs.append(validation_scores(settings, task, split, seed, args.folds).assign(variant=name))
             print(f"{name}, seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     table = summary(pd.concat(runs, ignore_index=True))
     chosen = {k: v for k, v in dataclasses.asdict(ClassifierSettings.from_overrides({**QUICK, **CHOSEN})).items()
