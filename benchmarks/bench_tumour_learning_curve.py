@@ -22,7 +22,10 @@ the controls' intensity on age), ``common`` (zero the z-map where not every
 control has brain), ``noise`` (SD of Gaussian noise added in training), ``loo`` (each
 training control z-scored against the *other* training controls, leave-one-out, so
 its z-map is distributed as a held-out control's rather than shrunk by being part of
-its own reference).
+its own reference), ``ae`` (the normative autoencoder's deviation map from notebook 02's model of the
+same data folder, area-averaged to the working grid: ``"replace"`` feeds it instead of the voxel z-map,
+``"add"`` as a second channel; subjects in the autoencoder's healthy reference get the z-map of the
+cross-fitted member that did not train on them, every other subject the ensemble's).
 ``--task ad`` runs notebook 05's AD vs CN task instead (chance 0.5).
 """
 
@@ -55,7 +58,8 @@ def make_network(cfg: dict, shape, n_classes: int) -> nn.Module:
     """The notebook's baseline (max pooling) or PIF network, as ``cfg`` varies it."""
     from nbutils.classify.models import BaselineCNN, PIFNet
 
-    channels, in_channels = cfg.get("channels", [4, 8, 16, 32]), 4 if cfg.get("coord") else 1
+    channels = cfg.get("channels", [4, 8, 16, 32])
+    in_channels = (2 if cfg.get("ae") == "add" else 1) + (3 if cfg.get("coord") else 0)
     if cfg["model"] == "pif":
         net = PIFNet(shape, n_classes, channels, pif_channels=8, patch_size=3, hidden=32, dropout=0.3,
                      in_channels=in_channels)
@@ -65,7 +69,38 @@ def make_network(cfg: dict, shape, n_classes: int) -> nn.Module:
     return CoordChannels(net, shape) if cfg.get("coord") else net
 
 
-def network_input(cfg: dict, images: torch.Tensor, controls: np.ndarray, age: torch.Tensor) -> torch.Tensor:
+def autoencoder_z(task, data_dir: str, chunk: int = 16) -> torch.Tensor:
+    """Out-of-sample deviation maps ``(N, 1, *task.shape)`` of the task's subjects from notebook 02's model.
+
+    A subject of the autoencoder's healthy reference takes the z-map of the member that was not trained on it
+    (member k trained on every fold but k); every other subject takes the ensemble's calibrated z-map.
+    """
+    from types import SimpleNamespace
+
+    from nbutils.classify.volumes import resize_volumes
+    from nbutils.normative.data import load_volumes
+    from nbutils.normative.pipeline import covariates_of, ensemble_z, member_z_maps
+    from nbutils.runs import open_normative_model
+
+    run = open_normative_model(SimpleNamespace(data_dir=data_dir, profile="quick", cohort_seed=0, seed=0, dataset=""))
+    reference = run.reference()
+    fold_of = dict(zip(reference["participant_id"], reference["fold"], strict=True))
+    maps = []
+    for start in range(0, len(task.table), chunk):
+        rows = task.table.iloc[start:start + chunk]
+        _, member_z = member_z_maps(run.model, run.stats, load_volumes(rows["path"], progress=False),
+                                    covariates_of(rows))
+        z = ensemble_z(member_z, run.stats.mask)
+        for j, pid in enumerate(rows["participant_id"]):
+            if pid in fold_of:
+                z[j] = member_z[int(fold_of[pid]), j]
+        maps.append(resize_volumes(np.clip(z, -10, 10), task.shape))
+        print(f"  autoencoder z-maps: {start + len(rows)}/{len(task.table)}", flush=True)
+    return torch.as_tensor(np.concatenate(maps)[:, None], dtype=torch.float32)
+
+
+def network_input(cfg: dict, images: torch.Tensor, controls: np.ndarray, age: torch.Tensor,
+                  ae_z: torch.Tensor | None = None) -> torch.Tensor:
     """What the network sees: the z-map against the ``controls`` (training images of class 0), or a variant."""
     from scipy import ndimage
 
@@ -96,11 +131,15 @@ def network_input(cfg: dict, images: torch.Tensor, controls: np.ndarray, age: to
         z = torch.as_tensor(ndimage.gaussian_filter(z.numpy(), (0, 0, sigma, sigma, sigma)))
     if cfg.get("common"):
         z = z * ((images[controls] != 0).all(0, keepdim=True))
+    if cfg.get("ae") == "replace":
+        z = ae_z
+    elif cfg.get("ae") == "add":
+        z = torch.cat([z, ae_z], 1)
     return z
 
 
 def fold_score(cfg: dict, images: torch.Tensor, y: torch.Tensor, age: torch.Tensor, train: np.ndarray,
-               val: np.ndarray, seed: int) -> tuple[float, list[float]]:
+               val: np.ndarray, seed: int, ae_z: torch.Tensor | None = None) -> tuple[float, list[float]]:
     """Validation balanced accuracy and per-class recall of one fold's network."""
     from nbutils.classify.lightning import balanced_class_weights
     from nbutils.classify.metrics import classification_metrics
@@ -112,7 +151,7 @@ def fold_score(cfg: dict, images: torch.Tensor, y: torch.Tensor, age: torch.Tens
         train = np.sort(np.concatenate([
             rng.permutation(train[y[train].numpy() == c])[: round(cfg["frac"] * int((y[train] == c).sum()))]
             for c in range(n_classes)]))
-    z = network_input(cfg, images, train[y[train].numpy() == 0], age)
+    z = network_input(cfg, images, train[y[train].numpy() == 0], age, ae_z)
     net, epochs, batch = make_network(cfg, images.shape[2:], n_classes), cfg.get("epochs", 25), 8
     opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * -(-len(train) // batch))
@@ -173,12 +212,14 @@ def main() -> None:
     index = {s: i for i, s in enumerate(task.subjects)}
     print(f"{source}; {np.bincount(task.y).tolist()} subjects per class; validation folds of the training pool "
           f"only (chance {1 / len(task.class_names):.2f})")
-    for name, text in args.variant:
-        cfg, scores = json.loads(text), []
+    configs = {name: json.loads(text) for name, text in args.variant}
+    ae_z = autoencoder_z(task, args.data) if any(cfg.get("ae") for cfg in configs.values()) else None
+    for name, cfg in configs.items():
+        scores = []
         for seed, fold in ((s, f) for s in args.seeds for f in range(split.n_folds)):
             train, val = (np.array([index[s] for s in part]) for part in split.fold(fold))
             t0 = time.perf_counter()
-            bacc, recall = fold_score(cfg, images, y, age, train, val, seed + fold)
+            bacc, recall = fold_score(cfg, images, y, age, train, val, seed + fold, ae_z)
             scores.append(bacc)
             print(f"  {name} seed {seed} fold {fold}: {bacc:.3f} (recall per class {np.round(recall, 2).tolist()}, "
                   f"{time.perf_counter() - t0:.0f} s)", flush=True)

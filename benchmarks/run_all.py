@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 #: Studies that train several models (tens of minutes): run them by hand, not with `make bench`.
-STUDIES = {"bench_ae_variants.py", "bench_tumour_settings.py"}
+STUDIES = {"bench_ae_variants.py", "bench_tumour_settings.py", "bench_tumour_learning_curve.py",
+           "bench_calibration_by_age.py"}  # the last two also need a data folder of a finished run
 
 
 def main() -> int:
