@@ -36,7 +36,7 @@
 #
 # | Prerequisites | |
 # |---|---|
-# | Notebook | `00_synthetic_cohort` (makes the native-space cohort; this notebook makes it too if missing) |
+# | Notebook | `00_synthetic_cohort` (makes the native-space cohort this notebook opens; run it first) |
 # | Concepts | NIfTI affines, MNI space, brain masks |
 # | Packages | `antspyx`, `deepbet==1.0.2` (CNN weights inside the wheel: works offline) |
 #

@@ -377,3 +377,15 @@ def test_malformed_minutes_name_the_notebook(tmp_path):
     for bad in (-1, "3", True):
         with pytest.raises(ValueError, match=r"00_x.ipynb: metadata 'nbutils.minutes' must be a number"):
             notebook_minutes(set_minutes(path, bad))
+
+
+def test_a_serial_run_follows_needs_too(tmp_path, capsys):
+    nbs = graph_suite(tmp_path, {"00_a": [], "01_b": ["00"], "02_c": [], "03_d": ["01"]}, {"00_a": {"fail": True}})
+    results = run_notebooks(profile="graph", reports_dir=tmp_path / "r", notebooks_dir=nbs, keep_going=True)
+    assert [r.status for r in results] == ["failed", "skipped", "ok", "skipped"]
+    assert "-- 03_d skipped: needs 01_b" in capsys.readouterr().out
+    # named before its need, a notebook is moved after it; results keep the order given
+    (nbs / "profiles" / "graph.yaml").write_text(yaml.safe_dump({"_common": {"marks": str(tmp_path / "marks")}}))
+    results = run_notebooks(["01", "00"], profile="graph", reports_dir=tmp_path / "r2", notebooks_dir=nbs)
+    assert [(r.notebook, r.status) for r in results] == [("01_b", "ok"), ("00_a", "ok")]
+    assert "00_a" in marker(tmp_path, "01_b.seen")

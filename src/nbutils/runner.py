@@ -14,8 +14,8 @@ run is taken as already satisfied (``nbutils run 03`` relies on the outputs of
 an earlier run of 02). A need that matches no notebook at all, or a cycle, stops
 the run before anything executes.
 
-``jobs=1`` runs the notebooks one after the other in order, with per-cell
-progress bars. ``jobs > 1`` runs up to ``jobs`` notebooks at once, each in its
+``jobs=1`` runs the notebooks one after the other in order (a notebook named
+before one it needs moves after it), with per-cell progress bars. ``jobs > 1`` runs up to ``jobs`` notebooks at once, each in its
 own process, starting each as soon as the notebooks it needs have finished
 (the ready notebook heading the longest chain first, timed by the previous
 run's ``summary.json`` or the metadata hint ``nbutils.minutes``);
@@ -421,11 +421,12 @@ def run_notebooks(
     keep_going : bool
         Run the remaining notebooks after a failure (default: skip them,
         since later notebooks build on earlier ones). The notebooks that need
-        a failed one are skipped either way when ``jobs > 1``.
+        a failed one are skipped either way.
     progress : bool
         Per-cell progress bars (``jobs=1`` only).
     jobs : int
-        Notebooks run at once. 1: one after the other in the given order.
+        Notebooks run at once. 1: one after the other in the given order
+        (a notebook named before one it needs is moved after it).
         More: each in its own process, started as soon as the notebooks it
         needs (:func:`notebook_needs`) have finished, longest chain first
         (:func:`critical_paths`).
@@ -456,7 +457,7 @@ def run_notebooks(
     graph = dependency_graph(notebooks, notebooks_dir)
     run = _Run(reports, str(profile), str(prof.get(COMMON, {}).get("profile", profile)), kernel_name, jobs)
     if jobs == 1:
-        results = _run_serial(run, notebooks, resolved, keep_going, progress)
+        results = _run_serial(run, notebooks, resolved, graph, keep_going, progress)
     else:
         results = _run_parallel(run, notebooks, resolved, graph, keep_going)
     run.write_summary(results)
@@ -516,22 +517,42 @@ class _Run:
 
 
 def _run_serial(
-    run: _Run, notebooks: Sequence[Path], resolved: Mapping[Path, dict[str, Any]], keep_going: bool, progress: bool
+    run: _Run,
+    notebooks: Sequence[Path],
+    resolved: Mapping[Path, dict[str, Any]],
+    graph: Mapping[Path, list[Path]],
+    keep_going: bool,
+    progress: bool,
 ) -> list[NotebookResult]:
-    """One notebook after the other, in order; after a failure the rest are skipped unless ``keep_going``."""
-    results: list[NotebookResult] = []
+    """One notebook after the other, in the given order moved only as far as needs require.
+
+    A notebook whose need failed or was skipped is skipped; after a failure
+    every later notebook is skipped unless ``keep_going``.
+    """
+    done: dict[Path, NotebookResult] = {}
     failed = False
-    for nb in notebooks:
-        params = resolved[nb]
-        if failed and not keep_going:
-            results.append(NotebookResult(notebook=nb.stem, status="skipped", parameters=params))
+    for nb in _needs_first(notebooks, graph):
+        bad = [need.stem for need in graph[nb] if done[need].status != "ok"]
+        if bad or (failed and not keep_going):
+            why = f"needs {', '.join(bad)}, which did not run ok" if bad else "not started after a failure"
+            done[nb] = _skipped(run, nb, resolved[nb], why)
             continue
         print(f">> {nb.stem} (profile {run.label})", flush=True)
-        result = run_notebook(nb, params, run.reports, kernel_name=run.kernel_name, progress=progress)
-        results.append(result)
-        failed = failed or result.status == "failed"
-        run.write_summary(results)
-    return results
+        done[nb] = run_notebook(nb, resolved[nb], run.reports, kernel_name=run.kernel_name, progress=progress)
+        failed = failed or done[nb].status == "failed"
+        run.write_summary(done[n] for n in notebooks if n in done)
+    return [done[nb] for nb in notebooks]
+
+
+def _needs_first(notebooks: Sequence[Path], graph: Mapping[Path, list[Path]]) -> list[Path]:
+    """``notebooks`` reordered so that each comes after the notebooks it needs (stable; the graph has no cycle)."""
+    order: list[Path] = []
+    waiting = list(notebooks)
+    while waiting:
+        nb = next(n for n in waiting if all(need in order for need in graph[n]))
+        waiting.remove(nb)
+        order.append(nb)
+    return order
 
 
 def _run_parallel(
