@@ -12,7 +12,7 @@ from pathlib import Path
 
 #: Studies that train several models (tens of minutes): run them by hand, not with `make bench`.
 STUDIES = {"bench_ae_variants.py", "bench_tumour_settings.py", "bench_tumour_learning_curve.py",
-           "bench_calibration_by_age.py"}  # the last two also need a data folder of a finished run
+           "bench_calibration_by_age.py", "bench_tumour_contrast.py"}  # the last three need a finished run's data
 
 
 def main() -> int:
