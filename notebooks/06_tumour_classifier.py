@@ -44,8 +44,8 @@
 # | Concepts | multi-class metrics (macro averages, one-vs-rest AUC) |
 # | Data | the synthetic cohort in MNI space, extended here by the tumour subjects this task needs; slices exported from it (no public dataset is downloaded) |
 #
-# **Expected CPU time** (2 cores): about 8–9 minutes with the `quick` profile (4 mm working grid, 3 folds,
-# 40 subjects per class; about 50 s per network and fold; the first run also generates the missing subjects,
+# **Expected CPU time** (2 cores): about 6 minutes with the `quick` profile (4 mm working grid, 3 folds,
+# 40 subjects per class; about 30 s per network and fold; the first run also generates the missing subjects,
 # about a minute, cached afterwards); `full` uses the standard 2 mm grid, 5 folds and 100 subjects per class.
 
 # %% tags=["parameters"]
