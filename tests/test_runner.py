@@ -12,6 +12,7 @@ from conftest import REPO, make_notebook
 from nbutils.cli import main
 from nbutils.params import ParameterError
 from nbutils.runner import (
+    MALLOC_SETTINGS,
     critical_paths,
     dependency_graph,
     discover_notebooks,
@@ -180,7 +181,8 @@ while not (all((marks / m).exists() for m in P.wait_for) and (not P.wait_failed 
 if P.fail:
     raise RuntimeError("deliberate failure")
 (marks / f"{STEM}.seen").write_text(json.dumps(finished))
-(marks / f"{STEM}.env").write_text(json.dumps({k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}))
+names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+(marks / f"{STEM}.env").write_text(json.dumps({k: os.environ.get(k) for k in names}))
 (marks / f"{STEM}.finished").touch()
 """
 
@@ -301,8 +303,19 @@ def test_kernels_of_a_parallel_run_share_the_cpus_unless_the_user_chose(tmp_path
     results = run_notebooks(["01"], profile="graph", reports_dir=tmp_path / "r", notebooks_dir=nbs, jobs=2)
     assert [r.status for r in results] == ["ok"]  # its need 00_a is not in the run: taken as satisfied
     expected = str(max(1, (os.cpu_count() or 1) // 2))
-    assert marker(tmp_path, "01_b.env") == {"OMP_NUM_THREADS": expected, "MKL_NUM_THREADS": "3"}
+    assert marker(tmp_path, "01_b.env") == {"OMP_NUM_THREADS": expected, "MKL_NUM_THREADS": "3", **MALLOC_SETTINGS}
     assert "OMP_NUM_THREADS" not in os.environ  # the runner's own process is left alone
+
+
+def test_every_kernel_gets_the_malloc_settings_unless_the_user_chose(tmp_path, monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000")  # exported by the user: kept
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    nbs = graph_suite(tmp_path, {"00_a": []})
+    assert [r.status for r in run_notebooks(profile="graph", reports_dir=tmp_path / "r", notebooks_dir=nbs)] == ["ok"]
+    env = marker(tmp_path, "00_a.env")
+    assert env["MALLOC_MMAP_THRESHOLD_"] == MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"]
+    assert env["MALLOC_TRIM_THRESHOLD_"] == "1000"
+    assert "MALLOC_MMAP_THRESHOLD_" not in os.environ  # set for the kernel only, then removed
 
 
 def test_jobs_must_be_positive(suite, tmp_path):
