@@ -299,6 +299,8 @@ def test_malformed_needs_name_the_notebook(tmp_path):
 def test_kernels_of_a_parallel_run_share_the_cpus_unless_the_user_chose(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "3")  # exported by the user: kept
+    for name in MALLOC_SETTINGS:  # Dask's nanny (tests/test_parallel.py) leaves MALLOC_TRIM_THRESHOLD_ set
+        monkeypatch.delenv(name, raising=False)
     nbs = graph_suite(tmp_path, {"00_a": [], "01_b": ["00"]})
     results = run_notebooks(["01"], profile="graph", reports_dir=tmp_path / "r", notebooks_dir=nbs, jobs=2)
     assert [r.status for r in results] == ["ok"]  # its need 00_a is not in the run: taken as satisfied
