@@ -158,6 +158,13 @@ def check_notebook_parameters(notebook: str | os.PathLike, values: Mapping[str, 
         raise ParameterError(f"{Path(notebook).name}: {exc}") from None
 
 
+def _nbutils_metadata(notebook: str | os.PathLike) -> Any:
+    """The notebook's metadata ``nbutils`` (``{}`` if absent; checked by its readers)."""
+    import nbformat
+
+    return nbformat.read(notebook, as_version=4).metadata.get("nbutils", {})
+
+
 def notebook_needs(notebook: str | os.PathLike) -> list[str]:
     """The notebooks whose outputs a notebook reads: its metadata ``nbutils.needs``.
 
@@ -176,9 +183,7 @@ def notebook_needs(notebook: str | os.PathLike) -> list[str]:
     ValueError
         When ``nbutils`` is not a mapping or ``needs`` not a list of non-empty strings.
     """
-    import nbformat
-
-    meta = nbformat.read(notebook, as_version=4).metadata.get("nbutils", {})
+    meta = _nbutils_metadata(notebook)
     needs = meta.get("needs", []) if isinstance(meta, dict) else None
     if not isinstance(needs, list) or not all(isinstance(n, str) and n for n in needs):
         raise ValueError(
@@ -194,9 +199,7 @@ def notebook_minutes(notebook: str | os.PathLike) -> float | None:
     Only the order in which a parallel run starts ready notebooks uses it (see
     :func:`critical_paths`); the times of an earlier run replace it.
     """
-    import nbformat
-
-    meta = nbformat.read(notebook, as_version=4).metadata.get("nbutils", {})
+    meta = _nbutils_metadata(notebook)
     minutes = meta.get("minutes") if isinstance(meta, dict) else None
     if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes < 0):
         raise ValueError(f"{notebook}: metadata 'nbutils.minutes' must be a number >= 0, got {minutes!r}")
@@ -551,9 +554,8 @@ def _run_serial(
     done: dict[Path, NotebookResult] = {}
     failed = False
     for nb in _needs_first(notebooks, graph):
-        bad = [need.stem for need in graph[nb] if done[need].status != "ok"]
-        if bad or (failed and not keep_going):
-            why = f"needs {', '.join(bad)}, which did not run ok" if bad else "not started after a failure"
+        why = _blocked(nb, graph, done) or ("not started after a failure" if failed and not keep_going else None)
+        if why:
             done[nb] = _skipped(run, nb, resolved[nb], why)
             continue
         print(f">> {nb.stem} (profile {run.label})", flush=True)
@@ -585,7 +587,7 @@ def _run_parallel(
 
     Ready notebooks start longest chain first (:func:`critical_paths`, with
     the times of the previous run in ``reports`` or the notebooks'
-    ``nbutils.minutes`` hints), ties in notebook order.
+    ``nbutils.minutes`` hints), ties in needs-first notebook order.
 
     A notebook is ready when every notebook of the run it needs finished
     ``ok``; it is skipped when one of them failed or was skipped. After a
@@ -598,7 +600,7 @@ def _run_parallel(
     threads = max(1, (os.cpu_count() or 1) // run.jobs)
     paths = critical_paths(graph, _run_minutes(notebooks, run.reports))
     done: dict[Path, NotebookResult] = {}
-    waiting = list(notebooks)
+    waiting = _needs_first(notebooks, graph)
     running: dict[Future, Path] = {}
     stop = False
     with ProcessPoolExecutor(max_workers=run.jobs, mp_context=get_context("spawn")) as pool:
@@ -630,13 +632,12 @@ def _run_parallel(
 def _run_in_worker(
     notebook: Path, parameters: Mapping[str, Any], reports_dir: Path, kernel_name: str, threads: int
 ) -> NotebookResult:
-    """Run one notebook in a pool process; its kernel inherits this process's thread limits.
+    """Run one notebook in a pool process, its kernel limited to ``threads`` threads.
 
     A limit the user already exported (``OMP_NUM_THREADS=4 nbutils run ...``) is kept.
     """
-    for name in THREAD_VARIABLES:
-        os.environ.setdefault(name, str(threads))
-    return run_notebook(notebook, parameters, reports_dir, kernel_name=kernel_name, progress=False)
+    with _kernel_environment(dict.fromkeys(THREAD_VARIABLES, str(threads))):
+        return run_notebook(notebook, parameters, reports_dir, kernel_name=kernel_name, progress=False)
 
 
 def _skip_blocked(
@@ -646,16 +647,21 @@ def _skip_blocked(
     done: dict[Path, NotebookResult],
     resolved: Mapping[Path, dict[str, Any]],
 ) -> None:
-    """Mark as skipped (and take out of ``waiting``) every notebook a failed or skipped need blocks."""
-    blocked = True
-    while blocked:  # a skip can block a notebook earlier in the list: repeat until nothing changes
-        blocked = False
-        for nb in list(waiting):
-            bad = [need.stem for need in graph[nb] if need in done and done[need].status != "ok"]
-            if bad:
-                waiting.remove(nb)
-                done[nb] = _skipped(run, nb, resolved[nb], f"needs {', '.join(bad)}, which did not run ok")
-                blocked = True
+    """Mark as skipped (and take out of ``waiting``) every notebook a failed or skipped need blocks.
+
+    ``waiting`` is in needs-first order, so one pass also skips what a skip blocks.
+    """
+    for nb in list(waiting):
+        why = _blocked(nb, graph, done)
+        if why:
+            waiting.remove(nb)
+            done[nb] = _skipped(run, nb, resolved[nb], why)
+
+
+def _blocked(nb: Path, graph: Mapping[Path, list[Path]], done: Mapping[Path, NotebookResult]) -> str | None:
+    """Why ``nb`` cannot run (a need that finished but not ``ok``), or ``None``."""
+    bad = [need.stem for need in graph[nb] if need in done and done[need].status != "ok"]
+    return f"needs {', '.join(bad)}, which did not run ok" if bad else None
 
 
 def _skipped(run: _Run, nb: Path, params: Mapping[str, Any], why: str) -> NotebookResult:
