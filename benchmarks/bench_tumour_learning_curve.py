@@ -75,14 +75,14 @@ def autoencoder_z(task, data_dir: str, chunk: int = 16) -> torch.Tensor:
     A subject of the autoencoder's healthy reference takes the z-map of the member that was not trained on it
     (member k trained on every fold but k); every other subject takes the ensemble's calibrated z-map.
     """
-    from types import SimpleNamespace
+    from bench_tumour_settings import quick_params
 
     from nbutils.classify.volumes import resize_volumes
     from nbutils.normative.data import load_volumes
     from nbutils.normative.pipeline import covariates_of, ensemble_z, member_z_maps
     from nbutils.runs import open_normative_model
 
-    run = open_normative_model(SimpleNamespace(data_dir=data_dir, profile="quick", cohort_seed=0, seed=0, dataset=""))
+    run = open_normative_model(quick_params(data_dir))
     reference = run.reference()
     fold_of = dict(zip(reference["participant_id"], reference["fold"], strict=True))
     maps = []

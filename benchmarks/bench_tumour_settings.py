@@ -45,14 +45,25 @@ VARIANTS: dict[str, dict] = {
 CLASSES = ("no_tumour", "glioma", "meningioma", "pituitary")
 
 
+def quick_params(data_dir: str) -> SimpleNamespace:
+    """The parameters of a quick-profile notebook run on ``data_dir`` (what ``open_dataset`` and friends read)."""
+    return SimpleNamespace(data_dir=data_dir, profile="quick", cohort_seed=0, seed=0, dataset="")
+
+
+def quick_tumour_dataset(data_dir: str, n_per_class: int = 40):
+    """Notebook 06's quick cohort with its tumour extension (generated once if missing)."""
+    from nbutils.runs import extend_dataset, open_dataset
+
+    params = quick_params(data_dir)
+    return extend_dataset(params, open_dataset(params), {"CN": n_per_class, **dict.fromkeys(CLASSES[1:], n_per_class)})
+
+
 def load_quick_task(data_dir: str, n_per_class: int = 40):
     """Notebook 06's quick task (the cohort extension must exist already or is generated once)."""
     from nbutils.classify.volumes import load_task
-    from nbutils.runs import extend_dataset, open_dataset
 
-    params = SimpleNamespace(data_dir=data_dir, profile="quick", cohort_seed=0, seed=0, dataset="")
     tumours = CLASSES[1:]
-    data = extend_dataset(params, open_dataset(params), {"CN": n_per_class, **dict.fromkeys(tumours, n_per_class)})
+    data = quick_tumour_dataset(data_dir, n_per_class)
     groups = {"no_tumour": ["CN"], **{t: [t] for t in tumours}}
     return load_task(data.table, groups, working_resolution=QUICK["working_resolution"], resolution=data.resolution,
                      max_per_class=dict.fromkeys(groups, n_per_class), seed=0, progress=False), data.source
