@@ -153,6 +153,35 @@ def test_pifnet_shapes_and_locality(rng):
     assert math.prod(bigger.pif_input_shape) == 4 * 5 * 3
 
 
+@pytest.mark.parametrize("kind", ["baseline3d", "baseline2d", "pif"])
+def test_networks_run_channels_last_with_the_same_outputs_and_state_dicts(rng, kind):
+    from nbutils.classify.models import CHANNELS_LAST
+
+    shape = (17, 20, 23)
+    make = {"baseline3d": lambda: BaselineCNN(n_classes=3, channels=(2, 4), voxel_norm=True, input_shape=shape),
+            "baseline2d": lambda: BaselineCNN(n_classes=3, channels=(2, 4), spatial_dims=2),
+            "pif": lambda: PIFNet(shape, n_classes=3, channels=(2, 4, 4, 8), pif_channels=3, patch_size=2,
+                                  voxel_norm=True)}[kind]
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.as_tensor(rng.normal(size=(2, 1, *shape)), dtype=torch.float32)
+    if kind == "baseline2d":
+        x = x[..., 0]
+    layout = CHANNELS_LAST[x.ndim - 2]
+    conv = model.features[1][0].weight  # (4, 2, 3, 3[, 3]): the first (one input channel) is both layouts
+    assert conv.is_contiguous(memory_format=layout) and not conv.is_contiguous()
+    features = model.features(x)
+    assert features.is_contiguous(memory_format=layout)  # the layout carries through the blocks
+    reference = make().eval().to(memory_format=torch.contiguous_format)  # the same initial weights, contiguous
+    torch.manual_seed(0)
+    reference.load_state_dict(make().state_dict())
+    assert all(p.is_contiguous() for p in reference.parameters())
+    assert torch.allclose(model(x), reference(x), atol=1e-5)  # the layout is not the maths
+    model.load_state_dict({k: v.contiguous() for k, v in reference.state_dict().items()})
+    assert model.features[1][0].weight.is_contiguous(memory_format=layout)  # loading keeps the layout
+    assert torch.allclose(model(x), reference(x), atol=1e-5)
+
+
 def test_voxel_standardise_uses_training_statistics_floors_the_sd_and_clips(rng):
     from nbutils.classify.models import VoxelStandardise
 
