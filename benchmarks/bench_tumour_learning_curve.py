@@ -25,7 +25,10 @@ its z-map is distributed as a held-out control's rather than shrunk by being par
 its own reference), ``ae`` (the normative autoencoder's deviation map from notebook 02's model of the
 same data folder, area-averaged to the working grid: ``"replace"`` feeds it instead of the voxel z-map,
 ``"add"`` as a second channel; subjects in the autoencoder's healthy reference get the z-map of the
-cross-fitted member that did not train on them, every other subject the ensemble's).
+cross-fitted member that did not train on them, every other subject the ensemble's), ``aux`` (weight of an
+auxiliary loss: a 1×1×1 convolution on the last shared feature maps predicts which cells hold tumour, the
+ground-truth mask max-pooled to that grid, binary cross-entropy weighted for the rare tumour cells; the
+classification head is unchanged and the auxiliary head is dropped for validation).
 ``--task ad`` runs notebook 05's AD vs CN task instead (chance 0.5).
 """
 
@@ -138,8 +141,31 @@ def network_input(cfg: dict, images: torch.Tensor, controls: np.ndarray, age: to
     return z
 
 
+def tumour_masks(task) -> torch.Tensor:
+    """Ground-truth tumour masks ``(N, 1, *task.shape)`` on the working grid (all zero for controls)."""
+    import nibabel as nib
+
+    from nbutils.classify.volumes import derivative_path, resize_labels
+
+    masks = [resize_labels((np.asarray(nib.load(derivative_path(r.root, r.participant_id,
+                                                                "desc-tumour_dseg.nii.gz")).dataobj) > 0)
+                           .astype(np.uint8), task.shape) > 0 for r in task.table.itertuples()]
+    return torch.as_tensor(np.stack(masks)[:, None], dtype=torch.float32)
+
+
+def logits_and_features(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits of ``net`` (no input norm) and its last shared feature maps."""
+    from nbutils.classify.models import PIFNet, as_channels_last
+
+    feats = net.features(as_channels_last(x))
+    if isinstance(net, PIFNet):
+        return net.head(net.pif(feats).mean(dim=(3, 4, 5))), feats
+    return net.head(feats), feats
+
+
 def fold_score(cfg: dict, images: torch.Tensor, y: torch.Tensor, age: torch.Tensor, train: np.ndarray,
-               val: np.ndarray, seed: int, ae_z: torch.Tensor | None = None) -> tuple[float, list[float]]:
+               val: np.ndarray, seed: int, ae_z: torch.Tensor | None = None,
+               masks: torch.Tensor | None = None) -> tuple[float, list[float]]:
     """Validation balanced accuracy and per-class recall of one fold's network."""
     from nbutils.classify.lightning import balanced_class_weights
     from nbutils.classify.metrics import classification_metrics
@@ -153,7 +179,16 @@ def fold_score(cfg: dict, images: torch.Tensor, y: torch.Tensor, age: torch.Tens
             for c in range(n_classes)]))
     z = network_input(cfg, images, train[y[train].numpy() == 0], age, ae_z)
     net, epochs, batch = make_network(cfg, images.shape[2:], n_classes), cfg.get("epochs", 25), 8
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=0.0)
+    aux_head, aux_pos_weight = None, None
+    if cfg.get("aux"):
+        with torch.no_grad():
+            grid = logits_and_features(net, z[:1])[1].shape[2:]
+        cells = F.adaptive_max_pool3d(masks, grid)  # 1 where any tumour voxel falls in the cell
+        aux_head = nn.Conv3d(cfg.get("channels", [4, 8, 16, 32])[-1], 1, 1)
+        share = float(cells[train].mean())
+        aux_pos_weight = torch.tensor((1 - share) / max(share, 1e-6))
+    params = list(net.parameters()) + (list(aux_head.parameters()) if aux_head is not None else [])
+    opt = torch.optim.Adam(params, lr=3e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * -(-len(train) // batch))
     weight = torch.tensor(balanced_class_weights(y[train].numpy(), n_classes))
     gen = torch.Generator().manual_seed(seed)
@@ -167,7 +202,14 @@ def fold_score(cfg: dict, images: torch.Tensor, y: torch.Tensor, age: torch.Tens
             xb[flip] = xb[flip].flip(2)
             if cfg.get("noise"):
                 xb = xb + cfg["noise"] * torch.randn(xb.shape, generator=gen)
-            loss = F.cross_entropy(net(xb), y[idx], weight=weight)
+            if aux_head is None:
+                loss = F.cross_entropy(net(xb), y[idx], weight=weight)
+            else:
+                logits, feats = logits_and_features(net, xb)
+                target = cells[idx].clone()
+                target[flip] = target[flip].flip(2)
+                aux = F.binary_cross_entropy_with_logits(aux_head(feats), target, pos_weight=aux_pos_weight)
+                loss = F.cross_entropy(logits, y[idx], weight=weight) + cfg["aux"] * aux
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -214,12 +256,13 @@ def main() -> None:
           f"only (chance {1 / len(task.class_names):.2f})")
     configs = {name: json.loads(text) for name, text in args.variant}
     ae_z = autoencoder_z(task, args.data) if any(cfg.get("ae") for cfg in configs.values()) else None
+    masks = tumour_masks(task) if any(cfg.get("aux") for cfg in configs.values()) else None
     for name, cfg in configs.items():
         scores = []
         for seed, fold in ((s, f) for s in args.seeds for f in range(split.n_folds)):
             train, val = (np.array([index[s] for s in part]) for part in split.fold(fold))
             t0 = time.perf_counter()
-            bacc, recall = fold_score(cfg, images, y, age, train, val, seed + fold, ae_z)
+            bacc, recall = fold_score(cfg, images, y, age, train, val, seed + fold, ae_z, masks)
             scores.append(bacc)
             print(f"  {name} seed {seed} fold {fold}: {bacc:.3f} (recall per class {np.round(recall, 2).tolist()}, "
                   f"{time.perf_counter() - t0:.0f} s)", flush=True)
