@@ -158,6 +158,7 @@ GRAPH_PARAMS = (
     "wait_for: list[str] = []  # marker files (in marks) to wait for before going on\n"
     'wait_failed: str = ""  # a notebook whose failure summary.json must show before going on\n'
     "fail: bool = False\n"
+    "jobs: int = 1  # the notebook's own pool (recorded in <stem>.jobs)\n"
 )
 GRAPH_BODY = """import json, os, time
 from pathlib import Path
@@ -183,6 +184,7 @@ if P.fail:
 (marks / f"{STEM}.seen").write_text(json.dumps(finished))
 names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 (marks / f"{STEM}.env").write_text(json.dumps({k: os.environ.get(k) for k in names}))
+(marks / f"{STEM}.jobs").write_text(json.dumps(P.jobs))
 (marks / f"{STEM}.finished").touch()
 """
 
@@ -210,7 +212,7 @@ def graph_suite(root: Path, needs: dict[str, list[str]], sections: dict | None =
 
 def marker(root: Path, name: str):
     path = root / "marks" / name
-    return json.loads(path.read_text()) if path.suffix in (".seen", ".env") else path.exists()
+    return json.loads(path.read_text()) if path.suffix in (".seen", ".env", ".jobs") else path.exists()
 
 
 @pytest.fixture(scope="module")
@@ -307,6 +309,21 @@ def test_kernels_of_a_parallel_run_share_the_cpus_unless_the_user_chose(tmp_path
     expected = str(max(1, (os.cpu_count() or 1) // 2))
     assert marker(tmp_path, "01_b.env") == {"OMP_NUM_THREADS": expected, "MKL_NUM_THREADS": "3", **MALLOC_SETTINGS}
     assert "OMP_NUM_THREADS" not in os.environ  # the runner's own process is left alone
+
+
+def test_notebook_pools_are_capped_beside_another_notebook_not_when_alone_or_set_by_the_user(tmp_path):
+    pair = {"01_b": {"jobs": 64, "wait_for": ["02_c.started"]}, "02_c": {"jobs": 64, "wait_for": ["01_b.started"]}}
+    nbs = graph_suite(tmp_path, {"00_a": [], "01_b": ["00"], "02_c": ["00"]}, {"00_a": {"jobs": 64}, **pair})
+    results = run_notebooks(profile="graph", reports_dir=tmp_path / "r", notebooks_dir=nbs, jobs=2)
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    share = max(1, (os.cpu_count() or 1) // 2)
+    # 00_a ran alone (everything else needs it): its profile value stands; 01_b and 02_c ran side by side
+    assert [marker(tmp_path, f"{s}.jobs") for s in ("00_a", "01_b", "02_c")] == [64, share, share]
+    assert [r.parameters["jobs"] for r in results] == [64, share, share]  # the summary records what ran
+    for stem in ("00_a", "01_b", "02_c"):
+        (tmp_path / "marks" / f"{stem}.jobs").unlink()
+    run_notebooks(profile="graph", overrides={"jobs": 64}, reports_dir=tmp_path / "r2", notebooks_dir=nbs, jobs=2)
+    assert [marker(tmp_path, f"{s}.jobs") for s in ("00_a", "01_b", "02_c")] == [64, 64, 64]  # the user's choice
 
 
 def test_every_kernel_gets_the_malloc_settings_unless_the_user_chose(tmp_path, monkeypatch):

@@ -83,6 +83,18 @@ def test_same_seed_identical_different_seed_differs():
     assert not np.array_equal(a.t1, c.t1)
 
 
+def test_worker_processes_change_speed_not_subjects(tmp_path):
+    # nbutils run --jobs N caps a notebook's own pool when another notebook runs beside it: results must not move
+    kw = dict(n_healthy=1, n_mci=0, n_ad=1, n_tumour=1, space="mni", seed=4, resolution=4.0, progress=False)
+    one, two = generate_cohort(tmp_path / "one", jobs=1, **kw), generate_cohort(tmp_path / "two", jobs=2, **kw)
+    images = sorted(p.relative_to(one) for p in one.rglob("*.nii.gz"))
+    assert len(images) >= 6 and images == sorted(p.relative_to(two) for p in two.rglob("*.nii.gz"))
+    for rel in images:
+        np.testing.assert_array_equal(np.asarray(nib.load(one / rel).dataobj), np.asarray(nib.load(two / rel).dataobj))
+    pd.testing.assert_frame_equal(pd.read_csv(one / "participants.tsv", sep="\t"),
+                                  pd.read_csv(two / "participants.tsv", sep="\t"))
+
+
 def test_ensure_cohort_reuses_and_regenerates(tmp_path):
     kw = dict(n_healthy=1, n_mci=0, n_ad=0, n_tumour=0, space="mni", seed=0, resolution=4.0, progress=False)
     ensure_cohort(tmp_path, **kw)

@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--jobs", type=_positive_int, default=1, metavar="N",
         help="run up to N notebooks at once, each started when the notebooks it needs (its nbutils.needs "
-        "metadata) have finished, with CPUs/N threads per kernel and one line per start and finish "
+        "metadata) have finished, with CPUs/N threads per kernel (and a notebook's own 'jobs' pool capped at "
+        "CPUs/N unless it runs alone or you set -p jobs) and one line per start and finish "
         "instead of progress bars (default 1: one after the other, in order)",
     )
     p.set_defaults(func=_run)
