@@ -34,7 +34,7 @@ _BN = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 #: Channels-last memory layout of image tensors by spatial dimension. oneDNN's CPU convolutions are faster
 #: in it: a training step of the quick tumour networks (8-16-32-64, batch 8, 40x48x40, one thread) took
-#: 0.55-0.77x the time (`benchmarks/bench_memory_format.py`). The layout changes where numbers sit in
+#: 0.55-0.70x the time (`benchmarks/bench_memory_format.py`, two runs on 2026-12-02). The layout changes where numbers sit in
 #: memory, not what they are, so shapes, indexing and state dicts are as before.
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
