@@ -73,8 +73,8 @@ COMMON = "_common"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 #: The parameter a notebook sizes its own process pool with. Pool sizes change how fast a notebook runs, never its
 #: results (each subject or scan is seeded by itself), so a parallel run may cap them. On 2026-12-02, beside a
-#: one-thread training process, generating 12 tumour subjects took the same 13-15 s with one or two worker
-#: processes, while the training took 6-9 s longer beside two.
+#: one-thread training process, generating 12 tumour subjects took 13-20 s with one worker process or two,
+#: while the training took 5-9 s longer beside two (``benchmarks/bench_pool_beside_training.py``).
 POOL_PARAMETER = "jobs"
 #: glibc malloc settings of every kernel (unless already set): freed memory stays in the heap instead of
 #: going back to the system and being faulted in again. PyTorch's CPU training frees and reallocates its
