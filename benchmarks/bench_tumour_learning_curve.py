@@ -143,24 +143,23 @@ def network_input(cfg: dict, images: torch.Tensor, controls: np.ndarray, age: to
 
 def tumour_masks(task) -> torch.Tensor:
     """Ground-truth tumour masks ``(N, 1, *task.shape)`` on the working grid (all zero for controls)."""
-    import nibabel as nib
+    from bench_tumour_contrast import tumour_mask
 
-    from nbutils.classify.volumes import derivative_path, resize_labels
+    from nbutils.classify.volumes import resize_labels
 
-    masks = [resize_labels((np.asarray(nib.load(derivative_path(r.root, r.participant_id,
-                                                                "desc-tumour_dseg.nii.gz")).dataobj) > 0)
-                           .astype(np.uint8), task.shape) > 0 for r in task.table.itertuples()]
+    masks = [resize_labels(tumour_mask(r).astype(np.uint8), task.shape) > 0 for r in task.table.itertuples()]
     return torch.as_tensor(np.stack(masks)[:, None], dtype=torch.float32)
 
 
 def logits_and_features(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class logits of ``net`` (no input norm) and its last shared feature maps."""
-    from nbutils.classify.models import PIFNet, as_channels_last
-
-    feats = net.features(as_channels_last(x))
-    if isinstance(net, PIFNet):
-        return net.head(net.pif(feats).mean(dim=(3, 4, 5))), feats
-    return net.head(feats), feats
+    """Class logits of ``net`` and the output of its shared blocks (``net.features``), in one forward pass."""
+    seen = []
+    hook = net.features.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    try:
+        logits = net(x)
+    finally:
+        hook.remove()
+    return logits, seen[0]
 
 
 def fold_score(cfg: dict, images: torch.Tensor, y: torch.Tensor, age: torch.Tensor, train: np.ndarray,
@@ -182,9 +181,9 @@ def fold_score(cfg: dict, images: torch.Tensor, y: torch.Tensor, age: torch.Tens
     aux_head, aux_pos_weight = None, None
     if cfg.get("aux"):
         with torch.no_grad():
-            grid = logits_and_features(net, z[:1])[1].shape[2:]
-        cells = F.adaptive_max_pool3d(masks, grid)  # 1 where any tumour voxel falls in the cell
-        aux_head = nn.Conv3d(cfg.get("channels", [4, 8, 16, 32])[-1], 1, 1)
+            probe = logits_and_features(net, z[:1])[1]  # (1, channels, *cells) of the last shared block
+        cells = F.adaptive_max_pool3d(masks, probe.shape[2:])  # 1 where any tumour voxel falls in the cell
+        aux_head = nn.Conv3d(probe.shape[1], 1, 1)
         share = float(cells[train].mean())
         aux_pos_weight = torch.tensor((1 - share) / max(share, 1e-6))
     params = list(net.parameters()) + (list(aux_head.parameters()) if aux_head is not None else [])

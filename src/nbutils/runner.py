@@ -15,8 +15,9 @@ an earlier run of 02). A need that matches no notebook at all, or a cycle, stops
 the run before anything executes.
 
 ``jobs=1`` runs the notebooks one after the other in order (a notebook named
-before one it needs moves after it), with per-cell progress bars. ``jobs > 1`` runs up to ``jobs`` notebooks at once, each in its
-own process, starting each as soon as the notebooks it needs have finished
+before one it needs moves after it), with per-cell progress bars. ``jobs > 1``
+runs up to ``jobs`` notebooks at once, each in its own process, starting each
+as soon as the notebooks it needs have finished
 (the ready notebook heading the longest chain first, timed by the previous
 run's ``summary.json`` or the metadata hint ``nbutils.minutes``);
 each kernel gets ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = CPUs // jobs
