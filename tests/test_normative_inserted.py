@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nbutils.normative.inserted import insert_anomalies
+from nbutils.normative.inserted import csf_level, insert_anomalies, insert_atrophy
 
 SHAPE = (21, 24, 27)  # unequal axes
 
@@ -63,3 +63,53 @@ def test_single_volume_and_errors():
         insert_anomalies(vols, mask, volume_cm3=(20.0, 30.0), voxel_volume_mm3=1.0)
     with pytest.raises(ValueError, match="could not place"):
         insert_anomalies(vols, mask, per_scan=40, volume_cm3=(1.0, 1.5), voxel_volume_mm3=1.0, max_tries=20)
+
+
+# ------------------------------------------------------------------ inserted atrophy
+
+
+def _labelled(shape=(7, 8, 9)):
+    """Two box regions (labels 1, 2) in a CSF-filled field (label 0), intensities tissue ~1, CSF ~0."""
+    rng = np.random.default_rng(1)
+    labels = np.zeros(shape, int)
+    labels[1:6, 1:7, 1:5] = 1
+    labels[1:6, 1:7, 5:8] = 2
+    vol = np.where(labels > 0, 1.0, 0.0) + 0.01 * rng.normal(size=shape)
+    csf_prob = (labels == 0).astype(float)
+    return vol.astype(np.float32), labels, csf_prob
+
+
+def test_csf_level_is_the_median_where_the_map_says_csf():
+    vol, _, csf_prob = _labelled()
+    assert csf_level(vol, csf_prob) == pytest.approx(float(np.median(vol[csf_prob > 0.9])))
+    assert abs(csf_level(vol, csf_prob)) < 0.05
+    with pytest.raises(ValueError, match="do not match"):
+        csf_level(vol, csf_prob[:-1])
+    with pytest.raises(ValueError, match="no voxel has CSF probability"):
+        csf_level(vol, np.zeros_like(csf_prob))
+
+
+def test_insert_atrophy_turns_the_outermost_share_of_one_region_into_csf():
+    vol, labels, csf_prob = _labelled()
+    before = vol.copy()
+    out, changed = insert_atrophy(vol, labels, 1, 0.4, fill=-0.5)
+    np.testing.assert_array_equal(vol, before)  # input untouched
+    n = int((labels == 1).sum())
+    assert changed.sum() == round(0.4 * n)
+    assert not (changed & (labels != 1)).any()  # only the chosen region
+    assert np.all(out[changed] == np.float32(-0.5))
+    np.testing.assert_array_equal(out[~changed], vol[~changed])
+    depth = ndimage.distance_transform_edt(labels == 1)
+    assert depth[changed].max() <= depth[(labels == 1) & ~changed].min()  # from the surface inwards
+    more, _ = insert_atrophy(vol, labels, 1, 0.8, fill=-0.5)
+    assert (more != vol).sum() > (out != vol).sum()
+
+
+def test_insert_atrophy_rejects_bad_input():
+    vol, labels, _ = _labelled()
+    with pytest.raises(ValueError, match="loss must be a fraction"):
+        insert_atrophy(vol, labels, 1, 1.0, fill=0.0)
+    with pytest.raises(ValueError, match="label 7 is not"):
+        insert_atrophy(vol, labels, 7, 0.2, fill=0.0)
+    with pytest.raises(ValueError, match="do not match"):
+        insert_atrophy(vol, labels[:-1], 1, 0.2, fill=0.0)

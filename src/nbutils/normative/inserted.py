@@ -5,6 +5,11 @@ into which we paint anomalies ourselves: ellipsoids brighter or darker than
 the surrounding tissue, of several sizes, inside the brain mask. The truth is
 known exactly and no test subject (and no lesion the synthetic generator
 makes) is involved. :func:`insert_anomalies` never modifies its input.
+
+:func:`insert_atrophy` shrinks one atlas region of a scan by a method of its
+own (not the synthetic generator's deformation): the region's outermost
+voxels become CSF, so any region of any scan, real or synthetic, can be given
+a known volume loss to check that the regional profile finds it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-__all__ = ["InsertedAnomalies", "insert_anomalies"]
+__all__ = ["InsertedAnomalies", "csf_level", "insert_anomalies", "insert_atrophy"]
 
 
 @dataclass(frozen=True)
@@ -146,3 +151,81 @@ def _place(rng, mask, centres, taken, lo, hi, voxel_volume_mm3, inside, max_trie
         f"could not place an anomaly of {lo}-{hi} cm³ in {max_tries} tries "
         "(mask too small or too many anomalies per scan)"
     )
+
+
+def csf_level(volume: np.ndarray, csf_probability: np.ndarray, threshold: float = 0.9) -> float:
+    """A scan's CSF intensity: its median where a CSF probability map exceeds ``threshold``.
+
+    Parameters
+    ----------
+    volume : array ``(X, Y, Z)``
+        The scan.
+    csf_probability : array ``(X, Y, Z)``
+        CSF probability on the scan's grid (e.g. the template's,
+        :func:`nbutils.anatomy.load_tissue_maps`).
+    threshold : float
+        Probability above which a voxel counts as CSF.
+
+    Returns
+    -------
+    float
+    """
+    vol = np.asarray(volume)
+    csf = np.asarray(csf_probability) > threshold
+    if vol.shape != csf.shape:
+        raise ValueError(f"volume {vol.shape} and CSF map {csf.shape} do not match")
+    if not csf.any():
+        raise ValueError(f"no voxel has CSF probability above {threshold}")
+    return float(np.median(vol[csf]))
+
+
+def insert_atrophy(
+    volume: np.ndarray, labels: np.ndarray, region: int, loss: float, fill: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink one atlas region by ``loss`` of its volume, its outermost voxels turned into CSF.
+
+    The voxels of label ``region`` are ordered by their distance to the region's
+    border (Euclidean distance transform), outermost first, ties broken by
+    intensity (darkest first: those already partly CSF); the first
+    ``round(loss * n)`` of them get the intensity ``fill``. The region loses
+    tissue from its surface and CSF takes its place, as in atrophy, without any
+    deformation of the rest of the scan.
+
+    Parameters
+    ----------
+    volume : array ``(X, Y, Z)``
+        The scan (not modified).
+    labels : int array ``(X, Y, Z)``
+        Atlas labels on the scan's grid.
+    region : int
+        The label to shrink.
+    loss : float
+        Fraction of the region's voxels that become CSF, in (0, 1).
+    fill : float
+        The CSF intensity (:func:`csf_level`).
+
+    Returns
+    -------
+    atrophied : float32 array ``(X, Y, Z)``
+        A copy of ``volume`` with the region shrunk.
+    changed : bool array ``(X, Y, Z)``
+        The voxels that became CSF.
+    """
+    vol = np.asarray(volume, dtype=np.float32)
+    lab = np.asarray(labels)
+    if vol.shape != lab.shape:
+        raise ValueError(f"volume {vol.shape} and labels {lab.shape} do not match")
+    if not 0.0 < loss < 1.0:
+        raise ValueError(f"loss must be a fraction in (0, 1), got {loss}")
+    inside = lab == region
+    n = int(inside.sum())
+    if n == 0:
+        raise ValueError(f"label {region} is not in the atlas labels")
+    depth = ndimage.distance_transform_edt(inside)
+    idx = np.flatnonzero(inside)
+    order = np.lexsort((vol.ravel()[idx], depth.ravel()[idx]))  # outermost first, then darkest
+    changed = np.zeros(vol.shape, dtype=bool)
+    changed.ravel()[idx[order[: int(round(loss * n))]]] = True
+    out = vol.copy()
+    out[changed] = fill
+    return out, changed

@@ -20,6 +20,7 @@ __all__ = [
     "AXES",
     "figure_png",
     "overlay_rgba",
+    "plot_atrophy_sensitivity",
     "plot_group_profiles",
     "plot_learning_curve",
     "plot_planes",
@@ -372,3 +373,38 @@ def plot_total_deviation(totals: pd.DataFrame, ax=None):
     ax.legend(loc="upper left", fontsize=8)
     ax.figure.tight_layout()
     return ax.figure
+
+
+def plot_atrophy_sensitivity(summary: pd.DataFrame, k: int, title: str = ""):
+    """Inserted atrophy found, against the volume lost: one line per method and region group.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        From :func:`nbutils.normative.sensitivity.sensitivity_summary`.
+    k : int
+        The top ``k`` of the hit rate (for the axis label).
+    title : str
+        Figure title (say which data it came from).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
+    styles = {"target": "-o", "other": "--s"}
+    methods = list(dict.fromkeys(summary.index.get_level_values("method")))
+    for (method, group), g in summary.groupby(level=["method", "group"], sort=True):
+        loss = 100 * g.index.get_level_values("loss").to_numpy()
+        kw = {"ms": 4, "color": f"C{methods.index(method)}", "label": f"{method}, {group} regions"}
+        axes[0].plot(loss, g["top_k_rate"], styles.get(group, "-"), **kw)
+        axes[1].plot(loss, g["median_z"], styles.get(group, "-"), **kw)
+    axes[0].axhline(float(summary["chance"].iloc[0]), color="grey", ls=":", label="chance")
+    axes[0].set_ylabel(f"shrunk region in the top {k}")
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[1].axhline(-1.96, color="grey", ls=":", label="95 % normative range")
+    axes[1].set_ylabel("median z of the shrunk region")
+    for ax in axes:
+        ax.set_xlabel("volume of the region turned into CSF (%)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
