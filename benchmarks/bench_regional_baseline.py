@@ -23,6 +23,12 @@ z-scores measured on the healthy (CN) subjects being scored.
 ``--validation-cohort DIR`` scores the subjects of *another* generated cohort (e.g. ``nbutils synth`` with
 another seed: AD and CN subjects the run never saw) instead of the run's test subjects, so that a choice
 between the three profiles can be made without the test subjects.
+
+``--inserted`` also shrinks regions of the scored CN subjects by atrophy the generator does not make
+(notebook 04's section 3b, :mod:`nbutils.normative.sensitivity`: the tissue AD targets and
+``--other-regions`` random regions, ``--losses`` of their volume turned into CSF) and scores all three
+profiles on the same inserted scans, with a paired exact test (McNemar) of the combined profile against
+the autoencoder's.
 """
 
 from __future__ import annotations
@@ -37,12 +43,14 @@ import numpy as np
 import pandas as pd
 
 
-def combined_profile(ae: pd.DataFrame, intensity: pd.DataFrame, healthy: np.ndarray) -> tuple[pd.DataFrame, float]:
-    """Stouffer combination of two regional profiles, with their correlation over ``healthy`` rows."""
-    a, b = ae.to_numpy()[healthy].ravel(), intensity.to_numpy()[healthy].ravel()
-    ok = np.isfinite(a) & np.isfinite(b)
-    rho = float(np.corrcoef(a[ok], b[ok])[0, 1])
-    return (ae + intensity) / np.sqrt(2 + 2 * rho), rho
+def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
+    """Paired hits ``a`` vs ``b``: discordant counts (a only, b only) and the exact two-sided p-value."""
+    from scipy import stats
+
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    n = only_a + only_b
+    p = 1.0 if n == 0 else float(stats.binomtest(only_a, n, 0.5).pvalue)
+    return only_a, only_b, p
 
 
 def _cohort_subjects(root: str) -> pd.DataFrame:
@@ -61,6 +69,7 @@ def main() -> None:
     from nbutils.normative.evaluate import (
         ad_localisation,
         age_matched_auc,
+        combined_profile,
         fit_intensity_regional_model,
         intensity_profiles,
         target_composite,
@@ -78,6 +87,9 @@ def main() -> None:
     p.add_argument("--profile", default="quick")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--validation-cohort", help="score this generated cohort's CN/MCI/AD subjects, not the test split")
+    p.add_argument("--inserted", action="store_true", help="also score atrophy inserted into the CN subjects")
+    p.add_argument("--losses", type=float, nargs="+", default=[0.1, 0.25])
+    p.add_argument("--other-regions", type=int, default=4)
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     params = SimpleNamespace(data_dir=args.data, profile=args.profile, cohort_seed=0, seed=0, dataset="")
@@ -109,6 +121,39 @@ def main() -> None:
         print(f"{name}: AD target in top {args.top_k} {hits['hit_rate']:.2f} ({hits['hits']:.0f}/{hits['n']:.0f}; "
               f"chance {hits['chance']:.2f}); MTL composite AUC vs age-matched CN {auc['auc']:.2f} "
               f"[{auc['ci_low']:.2f}, {auc['ci_high']:.2f}]; healthy test regions |z| > 1.96: {healthy.mean():.3f}")
+    if args.inserted:
+        _inserted(args, stats, model, baseline, volumes[dx == "CN"], cov[dx == "CN"].reset_index(drop=True),
+                  labels, targets, rho)
+
+
+def _inserted(args, stats, model, baseline, volumes, cov, labels, targets, rho) -> None:
+    """Score the three profiles on atrophy inserted into the healthy subjects (notebook 04, section 3b)."""
+    from nbutils.anatomy import load_tissue_maps, standard_grid
+    from nbutils.normative.sensitivity import (
+        atrophy_regions,
+        atrophy_sensitivity,
+        profile_methods,
+        sensitivity_summary,
+    )
+
+    profilers = profile_methods(model, stats, labels, baseline, rho)
+    regions = stats.regional.regions
+    shrunk = atrophy_regions(regions, targets, args.other_regions, seed=0)
+    csf = load_tissue_maps(standard_grid(stats.resolution))["csf"].get_fdata()
+    t0 = time.perf_counter()
+    table = atrophy_sensitivity(profilers, volumes, cov, labels, regions, shrunk, args.losses, csf, progress=False)
+    summary = sensitivity_summary(table, targets, args.top_k, len(regions))
+    print(f"\ninserted atrophy in {len(volumes)} CN scans, regions {shrunk}, losses {args.losses} "
+          f"({time.perf_counter() - t0:.0f} s)")
+    print(summary.round(3).to_string())
+    hit = table[table["loss"] > 0].assign(hit=lambda t: t["rank"] <= args.top_k)
+    wide = hit.pivot_table(index=["scan", "region", "loss"], columns="method", values="hit").astype(bool)
+    print(f"pooled over regions and losses (n = {len(wide)} insertions): "
+          + ", ".join(f"{m} {wide[m].mean():.3f}" for m in wide.columns))
+    for other in ("no network", "autoencoder"):
+        a_only, b_only, p_value = mcnemar_exact(wide["combined"].to_numpy(), wide[other].to_numpy())
+        print(f"combined vs {other}: found by combined only {a_only}, by {other} only {b_only}, "
+              f"McNemar exact p = {p_value:.3g}")
 
 
 if __name__ == "__main__":

@@ -144,16 +144,52 @@ plt.show()
 #   pre-specified scores: the total deviation, and the medial-temporal composite (mean |profile| over the
 #   target regions). AUC with a bootstrap 95 % interval (target for the composite: ≥ 0.90); MCI should
 #   fall between CN and AD.
+#
+# **Which profile is scored.** The normative model gives two readings of a region: the autoencoder's
+# (its reconstruction error) and a **no-network** one, the model's conditional voxel-wise *intensity*
+# reference (age, sex, site; the one notebook 03 uses for the voxel-z baseline) averaged per region,
+# with its own PCNtoolkit regional model fitted on the healthy reference subjects. The two are combined
+# as correlated z-scores, the rule the ensemble uses for its members: (AE z + intensity z) / √(2 + 2ρ),
+# with ρ measured on the healthy held-out subjects. The AD checks score the **combined** profile. It
+# was chosen over the autoencoder's alone on a validation cohort the run never sees (cohort seed 1),
+# on its AD subjects and on atrophy inserted into its healthy scans, by a rule written down before the
+# run (`benchmarks/results/profile_choice_2026-12-02.md`). All three are printed side by side. Without
+# a regional model or healthy held-out subjects, the autoencoder's profile is scored.
 
 # %%
 from nbutils.anatomy import ad_target_regions
-from nbutils.evaluation import AGE_MATCH_MARGIN_YEARS
-from nbutils.normative.evaluate import ad_localisation, age_matched_auc, target_composite
+from nbutils.normative.conditional import MIN_REGIONAL_SUBJECTS
+from nbutils.normative.evaluate import (
+    combined_profile,
+    fit_intensity_regional_model,
+    intensity_profiles,
+)
 
 targets = ad_target_regions(list(profiles.columns))
 dx = test["diagnosis"].to_numpy()
 HAS_AD = bool((dx == "AD").any())  # a real healthy cohort (IXI) has none: the AD checks are skipped
-test["mtl_composite"] = target_composite(profiles, targets).to_numpy()
+reference = run.reference()
+candidates, baseline_model, rho = {"autoencoder": profiles}, None, None
+if stats.regional_model is None or len(reference) < MIN_REGIONAL_SUBJECTS or not (dx == "CN").any():
+    print(f"no-network profile not built: it needs a conditional regional model with at least "
+          f"{MIN_REGIONAL_SUBJECTS} reference subjects (here {len(reference)}) and healthy held-out subjects "
+          f"(here {int((dx == 'CN').sum())}); the autoencoder's profile is scored ({data.source})")
+else:
+    baseline_model = fit_intensity_regional_model(stats, load_volumes(reference["path"]), covariates_of(reference),
+                                                  labels)
+    candidates["no network"] = intensity_profiles(stats, baseline_model, volumes, cov, labels).set_axis(
+        profiles.index)
+    candidates["combined"], rho = combined_profile(profiles, candidates["no network"], dx == "CN")
+    print(f"correlation of the two readings' regional z over the {int((dx == 'CN').sum())} healthy held-out "
+          f"subjects: rho = {rho:.2f} ({data.source})")
+SCORED = "combined" if "combined" in candidates else "autoencoder"
+scored = candidates[SCORED]
+
+# %%
+from nbutils.evaluation import AGE_MATCH_MARGIN_YEARS
+from nbutils.normative.evaluate import ad_localisation, age_matched_auc, target_composite
+
+test["mtl_composite"] = target_composite(scored, targets).to_numpy()
 fig = plot_total_deviation(test)
 fig.axes[0].set_title(f"total deviation ({data.source})", fontsize=8)
 save_figure(fig, P.reports_dir, STEM, "total_deviation")
@@ -161,7 +197,8 @@ plt.show()
 medians = test.groupby("diagnosis")[["total_deviation", "mtl_composite"]].median().reindex(["CN", "MCI", "AD"])
 mci_between = bool(medians.loc["CN", "mtl_composite"] <= medians.loc["MCI", "mtl_composite"]
                    <= medians.loc["AD", "mtl_composite"]) if medians.notna().all().all() else False
-print(f"medians by group (MCI's composite between CN and AD: {'met' if mci_between else 'NOT MET'}):")
+print(f"medians by group ({SCORED} profile's composite; MCI's between CN and AD: "
+      f"{'met' if mci_between else 'NOT MET'}):")
 display(medians.round(3))
 hit_target = 0.9 if P.profile == "full" else 0.8
 composite_auc = float("nan")
@@ -170,11 +207,11 @@ if not HAS_AD:
     print(f"SKIPPED — the AD hit rate and AD/MCI vs CN separation need AD subjects; the held-out subjects "
           f"of the {data.source} are {test['diagnosis'].value_counts().to_dict()}")
 else:
-    ad_hits, tops = ad_localisation(profiles[dx == "AD"], targets, P.top_k)
+    ad_hits, tops = ad_localisation(scored[dx == "AD"], targets, P.top_k)
     separation = pd.DataFrame({
         (score, group): age_matched_auc(test[score], dx, test["age"], group, seed=P.seed)
         for score in ("total_deviation", "mtl_composite") for group in ("AD", "MCI")}).T
-    print(f"AD subjects with an AD target region in their top {P.top_k}: {ad_hits['hit_rate']:.2f} "
+    print(f"{SCORED} profile: AD subjects with an AD target region in their top {P.top_k}: {ad_hits['hit_rate']:.2f} "
           f"({ad_hits['hits']:.0f}/{ad_hits['n']:.0f}) vs chance {ad_hits['chance']:.2f} "
           f"({ad_hits['n_targets']} targets among {ad_hits['n_regions']} regions), p = {ad_hits['p_value']:.3g}; "
           f"target >= {hit_target}: {'met' if ad_hits['hit_rate'] >= hit_target else 'NOT MET'}; {data.source}")
@@ -185,41 +222,30 @@ else:
     display(tops)
 
 # %% [markdown]
-# ### The same checks without the network
+# ### The three profiles side by side
 #
-# Does the autoencoder help here? The **no-network baseline** reads each region from the image itself:
-# the model's conditional voxel-wise *intensity* reference (age, sex, site; the same one notebook 03
-# uses for the voxel-z baseline), averaged per region, with its own PCNtoolkit regional model fitted on
-# the healthy reference subjects. Same held-out subjects, same hit rate, same composite.
+# Does the network help here? The same held-out subjects, hit rate and composite for each reading.
 
 # %%
-from nbutils.normative.conditional import MIN_REGIONAL_SUBJECTS
-from nbutils.normative.evaluate import fit_intensity_regional_model, intensity_profiles
-
-reference = run.reference()
-baseline_ad = {}
-if not HAS_AD or stats.regional_model is None or len(reference) < MIN_REGIONAL_SUBJECTS:
-    print(f"SKIPPED — the baseline needs AD subjects and a conditional regional model with at least "
-          f"{MIN_REGIONAL_SUBJECTS} reference subjects (here {len(reference)}; {data.source})")
+compared = {}
+if HAS_AD:
+    for name, frame in candidates.items():
+        hits, _ = ad_localisation(frame[dx == "AD"], targets, P.top_k)
+        auc = age_matched_auc(target_composite(frame, targets).to_numpy(), dx, test["age"], "AD", seed=P.seed)
+        compared[name] = {"ad_target_in_top_k_rate": hits["hit_rate"], "mtl_composite_auc": auc["auc"],
+                          "mtl_composite_auc_ci": [auc["ci_low"], auc["ci_high"]],
+                          "healthy_regions_abs_z_over_1.96": float((frame[dx == "CN"].abs() > 1.96).mean().mean())}
+    display(pd.DataFrame({name: [c["ad_target_in_top_k_rate"], c["mtl_composite_auc"],
+                                 c["healthy_regions_abs_z_over_1.96"]] for name, c in compared.items()}
+                         | {"chance / target": [f"{ad_hits['chance']:.2f} / {hit_target}", "0.5 / 0.90", "0.05"]},
+                         index=[f"AD target in top {P.top_k}", "MTL composite AUC (AD vs age-matched CN)",
+                                "healthy test regions with |z| > 1.96"]).round(3))
+    if "no network" in compared:
+        ae_rate, nn_rate = (compared[m]["ad_target_in_top_k_rate"] for m in ("autoencoder", "no network"))
+        print(f"{data.source}; the autoencoder alone is {'better' if ae_rate > nn_rate else 'NOT better'} than the "
+              f"no-network profile at putting the AD target regions in the top {P.top_k}")
 else:
-    ref_cov = covariates_of(reference)
-    baseline_model = fit_intensity_regional_model(stats, load_volumes(reference["path"], progress=False), ref_cov,
-                                                  labels)
-    base_profiles = intensity_profiles(stats, baseline_model, volumes, cov, labels)
-    base_hits, _ = ad_localisation(base_profiles[dx == "AD"], targets, P.top_k)
-    base_auc = age_matched_auc(target_composite(base_profiles, targets).to_numpy(), dx, test["age"], "AD",
-                               seed=P.seed)
-    baseline_ad = {"ad_target_in_top_k_rate": base_hits["hit_rate"], "mtl_composite_auc": base_auc["auc"],
-                   "mtl_composite_auc_ci": [base_auc["ci_low"], base_auc["ci_high"]],
-                   "healthy_regions_abs_z_over_1.96": float((base_profiles[dx == "CN"].abs() > 1.96).mean().mean())}
-    display(pd.DataFrame({
-        "autoencoder": [ad_hits["hit_rate"], composite_auc, float((profiles[dx == "CN"].abs() > 1.96).mean().mean())],
-        "no network (intensity)": [base_hits["hit_rate"], base_auc["auc"], baseline_ad["healthy_regions_abs_z_over_1.96"]],
-        "chance / target": [f"{ad_hits['chance']:.2f} / {hit_target}", "0.5 / 0.90", "0.05"]},
-        index=[f"AD target in top {P.top_k}", "MTL composite AUC (AD vs age-matched CN)",
-               "healthy test regions with |z| > 1.96"]).round(3))
-    print(f"{data.source}; the autoencoder is {'better' if ad_hits['hit_rate'] > base_hits['hit_rate'] else 'NOT better'} "
-          f"than the no-network baseline at putting the AD target regions in the top {P.top_k}")
+    print(f"SKIPPED — no AD subjects among the held-out subjects of the {data.source}")
 
 # %% [markdown]
 # Atrophy is a regional change in intensity, and an autoencoder trained on healthy people of all ages
@@ -250,7 +276,12 @@ else:
 # %%
 from nbutils.anatomy import load_tissue_maps, standard_grid
 from nbutils.normative.plots import plot_atrophy_sensitivity
-from nbutils.normative.sensitivity import atrophy_regions, atrophy_sensitivity, sensitivity_summary
+from nbutils.normative.sensitivity import (
+    atrophy_regions,
+    atrophy_sensitivity,
+    profile_methods,
+    sensitivity_summary,
+)
 
 healthy_test = np.flatnonzero(dx == "CN")
 shrunk = atrophy_regions(ref.regions, targets, P.atrophy_other_regions, seed=P.seed)
@@ -258,10 +289,7 @@ sensitivity = pd.DataFrame()
 if not len(healthy_test):
     print(f"SKIPPED — inserting atrophy needs healthy held-out scans; the {data.source} has none")
 else:
-    profilers = {"autoencoder": lambda v, c: regional_profiles(stats, deviation_maps(model, stats, v, c)[1],
-                                                               labels, c)[0]}
-    if baseline_ad:
-        profilers["no network (intensity)"] = lambda v, c: intensity_profiles(stats, baseline_model, v, c, labels)
+    profilers = profile_methods(model, stats, labels, baseline_model, rho)
     csf_map = load_tissue_maps(standard_grid(stats.resolution))["csf"].get_fdata()
     inserted = atrophy_sensitivity(profilers, volumes[healthy_test],
                                    None if cov is None else cov.iloc[healthy_test].reset_index(drop=True),
@@ -445,7 +473,9 @@ write_metrics(P.reports_dir, STEM, {
     "n_ensemble_members": n_members,
     "ad_hit_rate_target": hit_target,
     "mci_composite_between_cn_and_ad": mci_between,
-    "no_network_baseline": baseline_ad or "skipped",
+    "scored_profile": SCORED,
+    "combined_profile_rho": rho,
+    "profiles_compared": compared or "skipped: no AD subjects",
     "inserted_atrophy": {
         "method": "outermost voxels of one region set to the scan's CSF intensity (insert_atrophy)",
         "scans": f"{len(healthy_test)} healthy test scans", "regions": shrunk, "losses": P.atrophy_losses,

@@ -91,3 +91,25 @@ def test_atrophy_sensitivity_rejects_bad_input():
                             csf_prob, progress=False)
     with pytest.raises(ValueError, match="empty"):
         sensitivity_summary(pd.DataFrame(columns=["region", "rank", "z", "loss", "method"]), ["B"], 1, 4)
+
+
+def test_combined_profile_keeps_healthy_regions_unit_variance():
+    from nbutils.normative.evaluate import combined_profile
+
+    rng = np.random.default_rng(0)
+    cols = [f"r{i}" for i in range(40)]
+    a = rng.normal(size=(300, 40))
+    b = 0.6 * a + 0.8 * rng.normal(size=(300, 40))  # correlation 0.6, unit variance
+    ae, nn = pd.DataFrame(a, columns=cols), pd.DataFrame(b, columns=cols)
+    healthy = np.arange(300) < 200
+    out, rho = combined_profile(ae, nn, healthy)
+    assert rho == pytest.approx(0.6, abs=0.03)
+    assert out.to_numpy()[healthy].std() == pytest.approx(1.0, abs=0.03)  # a naive mean would be 0.89
+    same, rho_same = combined_profile(ae, ae, healthy)
+    assert rho_same == pytest.approx(1.0) and np.allclose(same, ae)
+    fixed, _ = combined_profile(ae, nn, rho=0.0)
+    np.testing.assert_allclose(fixed, (a + b) / np.sqrt(2))
+    with pytest.raises(ValueError, match="differ in shape"):
+        combined_profile(ae, nn.iloc[:, :3], healthy)
+    with pytest.raises(ValueError, match="healthy rows"):
+        combined_profile(ae, nn)

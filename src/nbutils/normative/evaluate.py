@@ -56,6 +56,7 @@ __all__ = [
     "ad_localisation",
     "age_matched_auc",
     "calibration_by_group",
+    "combined_profile",
     "detection_by_class",
     "detection_summary",
     "dice_at_threshold",
@@ -444,6 +445,44 @@ def _intensity_scores(stats: NormativeStats, volumes: np.ndarray, covariates: pd
 
     z = stats.intensity_z(volumes, covariates)
     return region_statistics(z, labels, stats.regional.regions["index"].to_numpy(), stats.mask)[stats.regional.measure]
+
+
+def combined_profile(ae: pd.DataFrame, intensity: pd.DataFrame, healthy: np.ndarray | None = None,
+                     rho: float | None = None) -> tuple[pd.DataFrame, float]:
+    """The autoencoder's and the no-network regional profiles combined as correlated z-scores.
+
+    ``(ae + intensity) / sqrt(2 + 2 rho)`` (Stouffer's sum of two correlated z-scores; Strube 1985, the
+    rule :func:`~nbutils.normative.pipeline.ensemble_z` uses for the ensemble's members): a healthy
+    region stays a unit-variance z, a region both detectors see as deviant adds up.
+
+    Parameters
+    ----------
+    ae, intensity : DataFrame
+        Subjects x regions, the same rows and columns.
+    healthy : bool array, optional
+        Rows of healthy subjects on which ``rho`` is measured (all finite region pairs pooled).
+    rho : float, optional
+        The correlation, when already measured (e.g. on other healthy subjects); overrides ``healthy``.
+
+    Returns
+    -------
+    combined : DataFrame
+    rho : float
+    """
+    if ae.shape != intensity.shape or list(ae.columns) != list(intensity.columns):
+        raise ValueError(f"the two profiles differ in shape or regions: {ae.shape} vs {intensity.shape}")
+    if rho is None:
+        if healthy is None or not np.any(healthy):
+            raise ValueError("rho needs healthy rows to be measured on")
+        a, b = ae.to_numpy()[healthy].ravel(), intensity.to_numpy()[healthy].ravel()
+        ok = np.isfinite(a) & np.isfinite(b)
+        if ok.sum() < 3:
+            raise ValueError("too few finite healthy regions to measure the correlation of the two profiles")
+        rho = float(np.corrcoef(a[ok], b[ok])[0, 1])
+    if not -1.0 < rho <= 1.0:
+        raise ValueError(f"rho must be in (-1, 1], got {rho}")
+    combined = (ae.to_numpy() + intensity.to_numpy()) / np.sqrt(2.0 + 2.0 * rho)
+    return pd.DataFrame(combined, index=ae.index, columns=ae.columns), float(rho)
 
 
 def target_composite(profiles: pd.DataFrame, targets: Sequence[str]) -> pd.Series:

@@ -28,7 +28,14 @@ from nbutils.evaluation import topk_summary
 
 from .inserted import csf_level, insert_atrophy
 
-__all__ = ["CSF_LIKE", "Profiler", "atrophy_regions", "atrophy_sensitivity", "sensitivity_summary"]
+__all__ = [
+    "CSF_LIKE",
+    "Profiler",
+    "atrophy_regions",
+    "atrophy_sensitivity",
+    "profile_methods",
+    "sensitivity_summary",
+]
 
 #: Atlas regions that are CSF already (ventricles, sulcal CSF) cannot lose tissue.
 CSF_LIKE = r"Vent|CSF"
@@ -37,6 +44,57 @@ LOW_Z = float(sps.norm.ppf(0.025))
 
 #: ``profiler(volumes (N, X, Y, Z), covariates (N rows)) -> DataFrame (N, regions)``.
 Profiler = Callable[[np.ndarray, pd.DataFrame], pd.DataFrame]
+
+
+def profile_methods(model, stats, labels: np.ndarray, baseline_model=None,
+                    rho: float | None = None) -> dict[str, Profiler]:
+    """Notebook 04's regional profiles as :data:`Profiler` functions, each detector run once per stack.
+
+    Parameters
+    ----------
+    model, stats
+        The normative model and its statistics.
+    labels : int array ``(X, Y, Z)``
+        Atlas labels of ``stats``.
+    baseline_model : RegionalModel, optional
+        The no-network regional model (:func:`~nbutils.normative.evaluate.fit_intensity_regional_model`):
+        adds ``"no network"`` and, with ``rho``, ``"combined"``
+        (:func:`~nbutils.normative.evaluate.combined_profile`).
+    rho : float, optional
+        Correlation of the two detectors' profiles on healthy subjects.
+
+    Returns
+    -------
+    dict of str to Profiler
+        ``"autoencoder"`` always.
+    """
+    from .evaluate import combined_profile, intensity_profiles
+    from .pipeline import deviation_maps, regional_profiles
+
+    last: list = [None, {}]  # the last stack profiled and its profiles by detector
+
+    def detector(name: str) -> Profiler:
+        def profile(volumes: np.ndarray, covariates: pd.DataFrame | None) -> pd.DataFrame:
+            if last[0] is not volumes:
+                last[:] = [volumes, {}]
+            done = last[1]
+            if name not in done:
+                if name == "autoencoder":
+                    z = deviation_maps(model, stats, volumes, covariates)[1]
+                    done[name] = regional_profiles(stats, z, labels, covariates)[0]
+                else:
+                    done[name] = intensity_profiles(stats, baseline_model, volumes, covariates, labels)
+            return done[name]
+
+        return profile
+
+    out = {"autoencoder": detector("autoencoder")}
+    if baseline_model is not None:
+        out["no network"] = detector("no network")
+        if rho is not None:
+            ae, nn = out["autoencoder"], out["no network"]
+            out["combined"] = lambda v, c: combined_profile(ae(v, c), nn(v, c), rho=rho)[0]
+    return out
 
 
 def atrophy_regions(
